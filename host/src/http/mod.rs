@@ -1,0 +1,174 @@
+//! The HTTP front: `app` builds the axum `Router` that authenticates (later),
+//! bounds the requests in flight, and dispatches every API path to the
+//! component its route names.
+//!
+//! **Invariant:** past `max_in_flight` requests, the host answers 503 with
+//! `Retry-After` at once; it never queues without bound.
+
+mod error;
+
+pub use error::AppError;
+
+use crate::registry::Registry;
+use crate::runtime::{Request, Response as ComponentResponse, Runtime};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// HTTP-level limits.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest accepted request body, in bytes; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Runs components.
+    runtime: Arc<Runtime>,
+    /// Components and their routes.
+    registry: Arc<Registry>,
+    /// Request size limits.
+    limits: HttpLimits,
+    /// One permit per request in flight.
+    in_flight: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, limits: HttpLimits) -> Self {
+        let permits = runtime.sandbox().max_in_flight as usize;
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                registry,
+                limits,
+                in_flight: Arc::new(Semaphore::new(permits)),
+            }),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.inner.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(dispatch)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            bound_in_flight,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Admits a request only while a permit is free; otherwise 503 at once.
+async fn bound_in_flight(
+    State(state): State<AppState>,
+    request: HttpRequest,
+    next: Next,
+) -> Response {
+    match state.inner.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => AppError::Overloaded.into_response(),
+    }
+}
+
+/// Hands the request to the component routed for its path.
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let path = uri.path();
+    let component = state
+        .inner
+        .registry
+        .resolve(path)
+        .ok_or_else(|| AppError::NotFound(path.to_string()))?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge(state.inner.limits.max_body_bytes)
+        } else {
+            AppError::BadRequest(format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    let request = Request {
+        method: method.as_str().to_string(),
+        path: path.to_string(),
+        query: uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default(),
+        headers: headers
+            .iter()
+            .filter(|(name, _)| *name != header::AUTHORIZATION)
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        principal: None,
+    };
+    let response = state.inner.runtime.invoke(&component, request).await?;
+    into_http(response, &component.name)
+}
+
+/// Turns a component's response into an HTTP one, unchanged except that a
+/// missing `content-type` becomes `application/json`.
+fn into_http(response: ComponentResponse, component: &str) -> Result<Response, AppError> {
+    let status = StatusCode::from_u16(response.status).map_err(|_| AppError::ComponentFailed)?;
+    let mut out = (status, response.body).into_response();
+    let out_headers = out.headers_mut();
+    out_headers.remove(header::CONTENT_TYPE);
+    for (name, value) in response.headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                out_headers.append(n, v);
+            }
+            _ => {
+                tracing::error!(component, header = %name, "component returned an invalid header");
+                return Err(AppError::ComponentFailed);
+            }
+        }
+    }
+    if !out_headers.contains_key(header::CONTENT_TYPE) {
+        out_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(out)
+}

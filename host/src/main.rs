@@ -1,0 +1,111 @@
+//! The `marketplace-host` binary: parses the command line and environment
+//! (flags override the environment) and serves.
+
+use clap::{Args, Parser, Subcommand};
+use host::{Settings, http::HttpLimits, runtime::SandboxConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Agent marketplace API host: endpoint logic in sandboxed wasm components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Database: `sqlite://path` (created if missing).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/marketplace.db"
+    )]
+    database_url: String,
+    /// The component manifest: which component answers which routes.
+    #[arg(long, env = "COMPONENTS_MANIFEST", default_value = "components.toml")]
+    manifest: PathBuf,
+    /// Most requests handled at once; more get 503 immediately.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
+    max_in_flight: u32,
+    /// Wall-clock deadline of one request, in milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Linear memory cap of one component instance, in MiB.
+    #[arg(long, env = "MEMORY_LIMIT_MB", default_value_t = 64)]
+    memory_limit_mb: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Bytes of values the in-process cache may hold.
+    #[arg(long, env = "MEMORY_CACHE_BYTES", default_value_t = 256 << 20)]
+    memory_cache_bytes: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,wasmtime=warn,cranelift=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings {
+        database_url: args.database_url,
+        manifest: args.manifest,
+        sandbox: SandboxConfig {
+            max_in_flight: args.max_in_flight,
+            memory_limit: args.memory_limit_mb << 20,
+            deadline: Duration::from_millis(args.request_timeout_ms),
+        },
+        http: HttpLimits {
+            max_body_bytes: args.max_body_bytes,
+        },
+        memory_cache_bytes: args.memory_cache_bytes,
+    };
+    let app = host::build(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    host::run(listener, app, shutdown_signal(), Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,218 @@
+//! The per-request store state, and the `handler` world's imports
+//! implemented on it by delegating to the host's capability traits.
+//!
+//! **Invariant:** components never see a cache error (the `Cache` trait has
+//! none) and see database errors only as the WIT `db-error` variant.
+
+use super::Capabilities;
+use super::bindings::marketplace::host::{cache, db, log, types};
+use crate::db as hostdb;
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Most table elements an instance may grow to; a guard against runaway
+/// growth, far above what a Rust component uses.
+const TABLE_ELEMENTS_LIMIT: usize = 100_000;
+
+/// Everything one request's `Store` holds.
+pub(crate) struct Invocation {
+    /// The component's name, for log lines.
+    component: String,
+    /// Cache and database behind the imports.
+    capabilities: Capabilities,
+    /// WASI state: no preopens, no environment, no sockets, empty stdin and
+    /// discarded stdout/stderr.
+    wasi: WasiCtx,
+    /// Resources handed to the guest (WASI streams and the like).
+    table: ResourceTable,
+    /// The memory cap and whether it was hit.
+    limits: Limits,
+}
+
+/// A per-instance memory cap that remembers being hit, so the host can tell
+/// an out-of-memory trap from any other.
+pub(crate) struct Limits {
+    /// Largest linear memory allowed, in bytes.
+    memory_limit: usize,
+    /// Set when a growth beyond `memory_limit` was refused.
+    memory_exceeded: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_LIMIT)
+    }
+}
+
+impl Invocation {
+    pub(crate) fn new(component: &str, capabilities: Capabilities, memory_limit: usize) -> Self {
+        Self {
+            component: component.to_string(),
+            capabilities,
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: Limits {
+                memory_limit,
+                memory_exceeded: false,
+            },
+        }
+    }
+
+    pub(crate) fn limits(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
+    pub(crate) fn memory_exceeded(&self) -> bool {
+        self.limits.memory_exceeded
+    }
+}
+
+impl WasiView for Invocation {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for Invocation {}
+
+impl cache::Host for Invocation {
+    async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.capabilities.cache.get(&key).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
+        let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        self.capabilities.cache.set(&key, value, ttl, &tags).await;
+    }
+
+    async fn delete(&mut self, key: String) {
+        self.capabilities.cache.delete(&key).await;
+    }
+
+    async fn invalidate_tags(&mut self, tags: Vec<String>) {
+        self.capabilities.cache.invalidate_tags(&tags).await;
+    }
+}
+
+impl db::Host for Invocation {
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<db::Value>,
+    ) -> Result<db::Rows, db::DbError> {
+        let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
+        Ok(self.capabilities.db.query(&sql, &params).await?.into())
+    }
+
+    async fn execute(&mut self, sql: String, params: Vec<db::Value>) -> Result<u64, db::DbError> {
+        let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
+        Ok(self.capabilities.db.execute(&sql, &params).await?)
+    }
+
+    async fn transaction(
+        &mut self,
+        statements: Vec<db::Statement>,
+    ) -> Result<Vec<db::Rows>, db::DbError> {
+        let statements: Vec<hostdb::Statement> = statements
+            .into_iter()
+            .map(|s| hostdb::Statement {
+                sql: s.sql,
+                params: s.params.into_iter().map(Into::into).collect(),
+            })
+            .collect();
+        let results = self.capabilities.db.transaction(&statements).await?;
+        Ok(results.into_iter().map(Into::into).collect())
+    }
+}
+
+impl log::Host for Invocation {
+    async fn log(&mut self, level: log::Level, message: String) {
+        let component = self.component.as_str();
+        match level {
+            log::Level::Trace => tracing::trace!(component, "{message}"),
+            log::Level::Debug => tracing::debug!(component, "{message}"),
+            log::Level::Info => tracing::info!(component, "{message}"),
+            log::Level::Warn => tracing::warn!(component, "{message}"),
+            log::Level::Error => tracing::error!(component, "{message}"),
+        }
+    }
+}
+
+impl From<db::Value> for hostdb::Value {
+    fn from(v: db::Value) -> Self {
+        match v {
+            db::Value::Null => Self::Null,
+            db::Value::Boolean(b) => Self::Bool(b),
+            db::Value::Int(i) => Self::Int(i),
+            db::Value::Float(f) => Self::Float(f),
+            db::Value::Text(s) => Self::Text(s),
+            db::Value::Bytes(b) => Self::Bytes(b),
+            db::Value::Json(s) => Self::Json(s),
+            db::Value::Timestamp(t) => Self::Timestamp(t),
+        }
+    }
+}
+
+impl From<hostdb::Value> for db::Value {
+    fn from(v: hostdb::Value) -> Self {
+        match v {
+            hostdb::Value::Null => Self::Null,
+            hostdb::Value::Bool(b) => Self::Boolean(b),
+            hostdb::Value::Int(i) => Self::Int(i),
+            hostdb::Value::Float(f) => Self::Float(f),
+            hostdb::Value::Text(s) => Self::Text(s),
+            hostdb::Value::Bytes(b) => Self::Bytes(b),
+            hostdb::Value::Json(s) => Self::Json(s),
+            hostdb::Value::Timestamp(t) => Self::Timestamp(t),
+        }
+    }
+}
+
+impl From<hostdb::Rows> for db::Rows {
+    fn from(r: hostdb::Rows) -> Self {
+        Self {
+            columns: r.columns,
+            rows: r
+                .rows
+                .into_iter()
+                .map(|values| db::Row {
+                    values: values.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<hostdb::DbError> for db::DbError {
+    fn from(e: hostdb::DbError) -> Self {
+        match e {
+            hostdb::DbError::Unavailable(m) => Self::Unavailable(m),
+            hostdb::DbError::Constraint(m) => Self::ConstraintViolation(m),
+            hostdb::DbError::Timeout(m) => Self::Timeout(m),
+            hostdb::DbError::Other(m) => Self::Other(m),
+        }
+    }
+}

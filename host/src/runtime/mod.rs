@@ -1,0 +1,364 @@
+//! The component runtime: the only module that knows about wasmtime.
+//!
+//! - `Runtime` owns the one `Engine` (component model, async, pooling
+//!   allocator, epoch interruption driven by one ticker thread) and the
+//!   `Linker` that offers components exactly the `handler` world's imports
+//!   plus the minimal WASI that `wasm32-wasip2` std needs to start.
+//! - `Runtime::load` compiles a component and type-checks it against the
+//!   world (pre-instantiation) before anything can use it.
+//! - `Runtime::invoke` runs one request in a fresh `Store` and instance,
+//!   with a deadline and a memory cap.
+//! - `bindings` (private) holds the generated code; `invocation` implements
+//!   the imports on the per-request store state; `wasi` links WASI without
+//!   sockets, preopens or environment.
+//!
+//! **Invariant:** a request's instance is never reused: every `invoke`
+//! instantiates afresh from the pre-instantiated component, so no state
+//! leaks between requests.
+
+mod bindings;
+mod invocation;
+mod wasi;
+
+use crate::cache::Cache;
+use crate::db::Database;
+use anyhow::Context as _;
+use bindings::marketplace::host::types;
+use invocation::Invocation;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+/// How often the engine's epoch advances: the granularity of deadlines and
+/// of the cooperative yields that keep a busy component from hogging a
+/// worker thread.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Sandbox settings, fixed for the life of the runtime.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The most requests running at once; sizes the instance pool.
+    pub max_in_flight: u32,
+    /// Each instance's linear memory cap, in bytes.
+    pub memory_limit: usize,
+    /// Wall-clock budget of one request, host calls included.
+    pub deadline: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 64,
+            memory_limit: 64 << 20,
+            deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The capabilities handed to components.
+#[derive(Clone)]
+pub struct Capabilities {
+    /// Backs the `cache` import.
+    pub cache: Arc<dyn Cache>,
+    /// Backs the `db` import.
+    pub db: Arc<dyn Database>,
+}
+
+/// A principal resolved by the host from a bearer token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub user_id: String,
+    pub workspace_ids: Vec<String>,
+}
+
+/// An HTTP request as handed to a component.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub principal: Option<Principal>,
+}
+
+/// A component's response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("component does not fit the handler world: {0}")]
+    WrongWorld(String),
+}
+
+/// Why a request to a component failed. Each variant is the component's own
+/// failure; none affects other requests.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("component ran past its deadline of {0:?}")]
+    DeadlineExceeded(Duration),
+    #[error("component exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("component trapped: {0}")]
+    Trap(String),
+    #[error("component returned an invalid status {0}")]
+    InvalidStatus(u16),
+    #[error("no instance slot available: {0}")]
+    Exhausted(String),
+}
+
+/// A compiled, type-checked component, ready to instantiate per request.
+pub struct LoadedComponent {
+    /// The name it is routed and listed by.
+    pub name: String,
+    /// Hex SHA-256 of the `.wasm` bytes it was compiled from.
+    pub digest: String,
+    /// Size of those bytes.
+    pub size: usize,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Pre-instantiated with the linker: imports resolved and type-checked.
+    pre: bindings::HandlerPre<Invocation>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the epoch ticker thread when the runtime is dropped.
+struct TickerGuard(Arc<AtomicBool>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine, linker and capabilities shared by every request.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Invocation>,
+    sandbox: SandboxConfig,
+    capabilities: Capabilities,
+    _ticker: TickerGuard,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(sandbox: SandboxConfig, capabilities: Capabilities) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(&sandbox))
+            .map_err(anyhow::Error::from)
+            .context("building the wasm engine")?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker)?;
+        bindings::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        // A plain thread rather than a tokio task: it must keep ticking even
+        // when every worker thread is busy running wasm, since the ticks are
+        // what make that wasm yield.
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        Ok(Self {
+            engine,
+            linker,
+            sandbox,
+            capabilities,
+            _ticker: TickerGuard(stop),
+        })
+    }
+
+    /// The sandbox settings.
+    pub fn sandbox(&self) -> &SandboxConfig {
+        &self.sandbox
+    }
+
+    /// Compiles `bytes` and checks them against the `handler` world. Nothing
+    /// is replaced or served until this succeeds.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
+        let component = wasmtime::component::Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(LoadedComponent {
+            name: name.to_string(),
+            digest: hex(&Sha256::digest(bytes)),
+            size: bytes.len(),
+            loaded_at: SystemTime::now(),
+            pre,
+        })
+    }
+
+    /// Runs `request` through a fresh instance of `component`.
+    pub async fn invoke(
+        &self,
+        component: &LoadedComponent,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        let deadline = self.sandbox.deadline;
+        let mut store = Store::new(
+            &self.engine,
+            Invocation::new(
+                &component.name,
+                self.capabilities.clone(),
+                self.sandbox.memory_limit,
+            ),
+        );
+        store.limiter(|s| s.limits());
+        let expires = Instant::now() + deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= expires {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+
+        let request = types::Request::from(request);
+        let run = async {
+            let handler = component.pre.instantiate_async(&mut store).await?;
+            handler.call_handle(&mut store, &request).await
+        };
+        // The epoch callback stops wasm that computes past the deadline; this
+        // timeout also stops a request stuck in a host call. The small grace
+        // lets the epoch path report first when both apply.
+        let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, run).await;
+        let memory_exceeded = store.data().memory_exceeded();
+        match outcome {
+            Err(_elapsed) => Err(InvokeError::DeadlineExceeded(deadline)),
+            Ok(Ok(response)) => Response::try_from(response),
+            Ok(Err(err)) => Err(classify(
+                err,
+                memory_exceeded,
+                deadline,
+                self.sandbox.memory_limit,
+            )),
+        }
+    }
+}
+
+fn classify(
+    err: wasmtime::Error,
+    memory_exceeded: bool,
+    deadline: Duration,
+    memory_limit: usize,
+) -> InvokeError {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        InvokeError::DeadlineExceeded(deadline)
+    } else if memory_exceeded {
+        InvokeError::MemoryLimit(memory_limit)
+    } else if err
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        InvokeError::Exhausted(format!("{err:#}"))
+    } else {
+        InvokeError::Trap(format!("{err:#}"))
+    }
+}
+
+fn engine_config(sandbox: &SandboxConfig) -> Config {
+    let slots = sandbox.max_in_flight.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        // A wasip2 Rust component is a handful of core instances (the main
+        // module plus shims); leave room for more.
+        .total_core_instances(slots * 16)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .total_stacks(slots)
+        .max_memory_size(sandbox.memory_limit)
+        // Keep the pages a small-stack guest touches resident between
+        // instances instead of returning them to the kernel each time.
+        .linear_memory_keep_resident(256 << 10)
+        .table_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+impl From<Request> for types::Request {
+    fn from(r: Request) -> Self {
+        types::Request {
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(name, value)| types::Header { name, value })
+                .collect(),
+            body: r.body,
+            principal: r.principal.map(|p| types::Principal {
+                user_id: p.user_id,
+                workspace_ids: p.workspace_ids,
+            }),
+        }
+    }
+}
+
+impl TryFrom<types::Response> for Response {
+    type Error = InvokeError;
+
+    fn try_from(r: types::Response) -> Result<Self, InvokeError> {
+        if !(100..=599).contains(&r.status) {
+            return Err(InvokeError::InvalidStatus(r.status));
+        }
+        Ok(Response {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        })
+    }
+}

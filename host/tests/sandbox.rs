@@ -1,0 +1,233 @@
+//! The runtime and sandbox over HTTP: routing, pass-through, traps,
+//! deadlines, memory caps, the in-flight bound, and load-time checks.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use host::runtime::SandboxConfig;
+use std::time::{Duration, Instant};
+use support::{error_code, get, host, host_with, json, send};
+
+fn sandbox() -> SandboxConfig {
+    SandboxConfig {
+        max_in_flight: 16,
+        memory_limit: 32 << 20,
+        deadline: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reaches_its_component_and_the_response_comes_back_unchanged() {
+    let h = host(sandbox()).await;
+    let body: Vec<u8> = vec![0, 1, 2, 254, 255, b'{'];
+    let request = Request::post("/fixture/echo?status=207")
+        .header("x-echo-first", "one")
+        .header("x-echo-second", "two words")
+        .header("x-other", "not echoed")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (response, got) = send(&h.app, request).await;
+    assert_eq!(response.status().as_u16(), 207);
+    assert_eq!(response.headers()["x-echo-first"], "one");
+    assert_eq!(response.headers()["x-echo-second"], "two words");
+    assert!(response.headers().get("x-other").is_none());
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(got, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_sees_the_decoded_query_and_never_the_authorization_header() {
+    let h = host(sandbox()).await;
+    let request = Request::get("/fixture/describe?query=a%3Ab&tag=x&tag=y%20z")
+        .header("authorization", "Bearer secret")
+        .header("x-trace", "t1")
+        .body(Body::empty())
+        .unwrap();
+    let (response, body) = send(&h.app, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = json(&body);
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/fixture/describe");
+    assert_eq!(
+        seen["query"],
+        serde_json::json!([["query", "a:b"], ["tag", "x"], ["tag", "y z"]])
+    );
+    let headers = seen["headers"].as_array().unwrap();
+    assert!(
+        headers.iter().any(|h| h[0] == "x-trace" && h[1] == "t1"),
+        "{headers:?}"
+    );
+    assert!(
+        !headers.iter().any(|h| h[0] == "authorization"),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_categories_component_reads_the_database_then_answers_from_the_cache() {
+    let h = host(sandbox()).await;
+    let (first, first_body) = get(&h.app, "/api/marketplace/categories").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let categories = json(&first_body)["categories"].as_array().unwrap().clone();
+    assert_eq!(categories.len(), 12);
+    let total: i64 = categories
+        .iter()
+        .map(|c| c["agentCount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        total,
+        host::DEMO_AGENTS as i64,
+        "every demo agent is in one category"
+    );
+
+    let (second, second_body) = get(&h.app, "/api/marketplace/categories").await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second_body, first_body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_route_is_404_in_the_error_shape() {
+    let h = host(sandbox()).await;
+    for path in ["/nope", "/api/marketplace/categoriesx", "/fixturex/echo"] {
+        let (response, body) = get(&h.app, path).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(error_code(&body), "not_found", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_component_gets_500_and_the_next_request_succeeds() {
+    let h = host(sandbox()).await;
+    let (response, body) = get(&h.app, "/fixture/trap").await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(error_code(&body), "internal");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("fixture asked to trap"),
+        "a 500 never leaks internals"
+    );
+
+    let (after, _) = get(&h.app, "/api/marketplace/categories").await;
+    assert_eq!(after.status(), StatusCode::OK);
+    let (same_component, _) = get(&h.app, "/fixture/echo").await;
+    assert_eq!(
+        same_component.status(),
+        StatusCode::OK,
+        "a fresh instance serves the next request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_component_is_stopped_at_its_deadline_while_others_are_served() {
+    let deadline = Duration::from_millis(500);
+    let h = host(SandboxConfig {
+        deadline,
+        ..sandbox()
+    })
+    .await;
+    let app = h.app.clone();
+    let started = Instant::now();
+    let looping = tokio::spawn(async move { get(&app, "/fixture/loop").await });
+
+    // While the loop runs, other requests keep being answered.
+    let mut served = 0;
+    while !looping.is_finished() {
+        let (response, _) = get(&h.app, "/api/marketplace/categories").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (response, body) = looping.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(error_code(&body), "deadline_exceeded");
+    assert!(elapsed >= deadline, "stopped early, after {elapsed:?}");
+    assert!(elapsed < deadline * 10, "stopped only after {elapsed:?}");
+    assert!(
+        served > 1,
+        "only {served} other requests were served meanwhile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocating_component_hits_its_cap_and_fails_alone() {
+    let h = host(SandboxConfig {
+        memory_limit: 16 << 20,
+        ..sandbox()
+    })
+    .await;
+    let (response, body) = get(&h.app, "/fixture/alloc").await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(error_code(&body), "internal");
+    for _ in 0..3 {
+        let (response, _) = get(&h.app, "/fixture/echo").await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_bound_requests_get_503_at_once() {
+    let h = host(SandboxConfig {
+        max_in_flight: 2,
+        ..sandbox()
+    })
+    .await;
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let app = h.app.clone();
+            tokio::spawn(async move { get(&app, "/fixture/sleep?ms=2000").await })
+        })
+        .collect();
+
+    // Once both slots are taken, a third request is refused at once: its
+    // 503 arrives while the two slow requests are still running. Before
+    // they start (a busy machine may delay them), it is served normally.
+    let (response, body) = loop {
+        let (response, body) = get(&h.app, "/fixture/echo").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break (response, body);
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            !busy.iter().all(|b| b.is_finished()),
+            "the slow requests finished and no other request was refused meanwhile"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        busy.iter().all(|b| !b.is_finished()),
+        "the 503 waited for a slot to free"
+    );
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(error_code(&body), "overloaded");
+
+    for b in busy {
+        let (response, _) = b.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let (after, _) = get(&h.app, "/fixture/echo").await;
+    assert_eq!(after.status(), StatusCode::OK, "slots are released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_413_before_any_component_runs() {
+    let h = host_with(
+        sandbox(),
+        host::http::HttpLimits {
+            max_body_bytes: 1024,
+        },
+        support::DEFAULT_ROUTES,
+    )
+    .await;
+    let request = Request::post("/fixture/echo")
+        .body(Body::from(vec![b'x'; 4096]))
+        .unwrap();
+    let (response, body) = send(&h.app, request).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "payload_too_large");
+}

@@ -1,0 +1,114 @@
+//! Shared set-up for the host's integration tests: a fresh SQLite database
+//! and manifest in a temporary directory per test, and the components built
+//! by `cargo xtask test`.
+
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use host::Settings;
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use http_body_util::BodyExt;
+use std::path::PathBuf;
+use tower::ServiceExt;
+
+/// Where `cargo xtask` puts the built components.
+pub fn components_dir() -> PathBuf {
+    let dir = std::env::var_os("COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        });
+    let probe = dir.join("fixtures.wasm");
+    assert!(
+        probe.is_file(),
+        "{} is missing: build the components first with `cargo xtask components` (or run `cargo xtask test`)",
+        probe.display()
+    );
+    dir
+}
+
+/// A host over a fresh database with the given components and limits.
+pub struct TestHost {
+    pub app: Router,
+    /// Keeps the database and manifest alive for the test's duration.
+    pub _dir: tempfile::TempDir,
+}
+
+/// The default test routes: categories, and the fixtures under `/fixture`.
+pub const DEFAULT_ROUTES: &[(&str, &str, &[&str])] = &[
+    (
+        "categories",
+        "categories.wasm",
+        &["/api/marketplace/categories"],
+    ),
+    ("fixtures", "fixtures.wasm", &["/fixture"]),
+];
+
+pub async fn host(sandbox: SandboxConfig) -> TestHost {
+    host_with(sandbox, HttpLimits::default(), DEFAULT_ROUTES).await
+}
+
+pub async fn host_with(
+    sandbox: SandboxConfig,
+    http: HttpLimits,
+    routes: &[(&str, &str, &[&str])],
+) -> TestHost {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut manifest = format!("dir = {:?}\n", components_dir().display().to_string());
+    for (name, file, prefixes) in routes {
+        manifest.push_str(&format!(
+            "[[component]]\nname = {name:?}\nfile = {file:?}\nroutes = {prefixes:?}\n"
+        ));
+    }
+    let manifest_path = dir.path().join("components.toml");
+    std::fs::write(&manifest_path, manifest).expect("manifest written");
+    let settings = Settings {
+        database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
+        manifest: manifest_path,
+        sandbox,
+        http,
+        memory_cache_bytes: 16 << 20,
+    };
+    let app = host::build(&settings).await.expect("host builds");
+    TestHost { app, _dir: dir }
+}
+
+/// Sends `request` through the router and collects the response.
+pub async fn send(app: &Router, request: Request<Body>) -> (Response<()>, Vec<u8>) {
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .expect("body readable")
+        .to_bytes()
+        .to_vec();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+pub async fn get(app: &Router, uri: &str) -> (Response<()>, Vec<u8>) {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// The body as JSON, failing the test with the body shown if it is not.
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Asserts the error shape of the spec and returns its code.
+pub fn error_code(body: &[u8]) -> String {
+    let v = json(body);
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code in {v}"));
+    assert!(v["error"]["message"].is_string(), "no error.message in {v}");
+    code.to_string()
+}
