@@ -9,11 +9,13 @@
 //!   components behind it.
 //! - `http`: the axum application: in-flight bound, body limit, dispatch,
 //!   and the one error type.
+//! - `auth`: bearer tokens to principals.
 //! - `seed`: the deterministic demo dataset.
 //!
 //! `Settings` gathers the configuration; `build` wires everything;
 //! `run` serves until shutdown.
 
+pub mod auth;
 pub mod cache;
 pub mod db;
 pub mod http;
@@ -29,14 +31,21 @@ use std::time::Duration;
 
 /// Seed of the demo dataset.
 pub const DEMO_SEED: u64 = 42;
-/// Agents in the demo dataset.
+/// Agents in the default demo dataset.
 pub const DEMO_AGENTS: usize = 300;
+/// How often the host retries migrating a database that was down at start.
+const PREPARE_RETRY: Duration = Duration::from_secs(2);
 
 /// Everything the host needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `sqlite://…` database to open and migrate.
+    /// `sqlite://…` or `postgres://…` database to open and migrate.
     pub database_url: String,
+    /// Pool and timeout settings of the database.
+    pub db: db::DbOptions,
+    /// Agents of the demo dataset generated in an empty database; 0 for
+    /// none.
+    pub demo_agents: usize,
     /// The component manifest (route table).
     pub manifest: PathBuf,
     /// Sandbox limits.
@@ -48,15 +57,44 @@ pub struct Settings {
 }
 
 /// Connects the capabilities, loads the components and builds the router.
+///
+/// A database that is unreachable at start does not stop the host: requests
+/// that need it get 503 while a background task retries the migrations
+/// (and the demo data) until they succeed.
 pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
-    let db = db::connect(&settings.database_url).await?;
-    if seed::seed_if_empty(db.as_ref(), DEMO_AGENTS, DEMO_SEED).await? {
-        tracing::info!(agents = DEMO_AGENTS, "demo dataset generated");
+    let gate = Arc::new(db::Gate::new(
+        db::connect(&settings.database_url, &settings.db).await?,
+    ));
+    let demo = (settings.demo_agents > 0).then(|| seed::DemoSpec {
+        seed: DEMO_SEED,
+        agents: settings.demo_agents,
+        now_ms: today_ms(),
+    });
+    match prepare(&gate, demo.as_ref()).await {
+        Ok(()) => {}
+        Err(db::DbError::Unavailable(reason)) => {
+            tracing::warn!(%reason, "database unreachable at start; serving what the cache can and retrying");
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PREPARE_RETRY).await;
+                    match prepare(&gate, demo.as_ref()).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::debug!(error = %e, "database still not ready"),
+                    }
+                }
+            });
+        }
+        Err(other) => return Err(anyhow::anyhow!(other).context("preparing the database")),
     }
+    let db: Arc<dyn db::Database> = gate;
     tracing::info!("cache: in-process memory tier");
     let cache: Arc<dyn cache::Cache> =
         Arc::new(cache::MemoryCache::new(settings.memory_cache_bytes));
-    let capabilities = runtime::Capabilities { cache, db };
+    let capabilities = runtime::Capabilities {
+        cache,
+        db: db.clone(),
+    };
     let runtime = Arc::new(runtime::Runtime::new(
         settings.sandbox.clone(),
         capabilities,
@@ -65,8 +103,40 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         &runtime,
         &settings.manifest,
     )?);
-    let state = http::AppState::new(runtime, registry, settings.http.clone());
+    let state = http::AppState::new(runtime, registry, db, settings.http.clone());
     Ok(http::app(state))
+}
+
+/// Migrates, seeds the demo data if asked and the database is empty, and
+/// opens the gate.
+async fn prepare(gate: &db::Gate, demo: Option<&seed::DemoSpec>) -> Result<(), db::DbError> {
+    gate.inner().migrate().await?;
+    if let Some(spec) = demo {
+        match seed::seed_if_empty(gate.inner(), spec).await? {
+            seed::SeedOutcome::Generated | seed::SeedOutcome::Present => tracing::info!(
+                token = seed::DEMO_TOKEN,
+                workspace = seed::DEMO_WORKSPACE,
+                "demo data ready; use the demo token as `Authorization: Bearer <token>`"
+            ),
+            seed::SeedOutcome::Skipped => {
+                tracing::info!("the database already holds data; no demo data generated")
+            }
+        }
+    }
+    gate.mark_ready();
+    tracing::info!("database ready");
+    Ok(())
+}
+
+/// Today's midnight (UTC) in epoch milliseconds: the demo dataset's "now",
+/// so that a day's generations are identical and install times are recent.
+fn today_ms() -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    now - now % DAY_MS
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests

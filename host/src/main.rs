@@ -2,7 +2,7 @@
 //! (flags override the environment) and serves.
 
 use clap::{Args, Parser, Subcommand};
-use host::{Settings, http::HttpLimits, runtime::SandboxConfig};
+use host::{Settings, db::DbOptions, http::HttpLimits, runtime::SandboxConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,13 +28,23 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Database: `sqlite://path` (created if missing).
+    /// Database: `sqlite://path` (created if missing) or `postgres://…`.
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://data/marketplace.db"
     )]
     database_url: String,
+    /// Longest a database statement may run, in milliseconds.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    db_statement_timeout_ms: u64,
+    /// Database connection pool size.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    db_max_connections: u32,
+    /// Agents in the demo dataset generated on first start of an empty
+    /// database (100000 for benchmarks; 0 for no demo data).
+    #[arg(long, env = "DEMO_AGENTS", default_value_t = host::DEMO_AGENTS)]
+    demo_agents: usize,
     /// The component manifest: which component answers which routes.
     #[arg(long, env = "COMPONENTS_MANIFEST", default_value = "components.toml")]
     manifest: PathBuf,
@@ -71,6 +81,12 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         database_url: args.database_url,
+        db: DbOptions {
+            statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
+            max_connections: args.db_max_connections,
+            ..DbOptions::default()
+        },
+        demo_agents: args.demo_agents,
         manifest: args.manifest,
         sandbox: SandboxConfig {
             max_in_flight: args.max_in_flight,

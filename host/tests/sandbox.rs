@@ -43,7 +43,10 @@ async fn a_request_reaches_its_component_and_the_response_comes_back_unchanged()
 async fn the_component_sees_the_decoded_query_and_never_the_authorization_header() {
     let h = host(sandbox()).await;
     let request = Request::get("/fixture/describe?query=a%3Ab&tag=x&tag=y%20z")
-        .header("authorization", "Bearer secret")
+        .header(
+            "authorization",
+            format!("Bearer {}", host::seed::DEMO_TOKEN),
+        )
         .header("x-trace", "t1")
         .body(Body::empty())
         .unwrap();

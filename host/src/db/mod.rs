@@ -2,18 +2,62 @@
 //! served from, its typed values and errors, and its backends.
 //!
 //! - `sqlite`: the embedded default (sqlx, a file under `./data`).
+//! - `postgres`: PostgreSQL (sqlx, a lazily connecting pool).
+//! - `Gate`: wraps either and answers `Unavailable` until the schema is
+//!   migrated and the demo data seeded, so the host can start while the
+//!   database is down and catch up when it returns.
 //!
 //! Migrations in `host/migrations` are written once in the SQL common to
 //! PostgreSQL and SQLite, and run at start.
 //!
 //! **Invariant:** parameters are always bound, never interpolated into SQL.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresDatabase;
 pub use sqlite::SqliteDatabase;
 
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The schema migrations, embedded in the binary.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn migrate_error(err: sqlx::migrate::MigrateError) -> DbError {
+    match err {
+        sqlx::migrate::MigrateError::Execute(e) => match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                DbError::Unavailable(e.to_string())
+            }
+            other => DbError::Other(format!("migration failed: {other}")),
+        },
+        other => DbError::Other(format!("migration failed: {other}")),
+    }
+}
+
+/// Connection settings common to both engines.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// How long one statement may run before it fails with `Timeout`.
+    pub statement_timeout: Duration,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(5),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
 
 /// A typed SQL value: a parameter or a result cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +105,9 @@ pub enum DbError {
 /// SQL access with positional `$N` parameters on every engine.
 #[async_trait]
 pub trait Database: Send + Sync + 'static {
+    /// Brings the schema up to date; running it again changes nothing.
+    async fn migrate(&self) -> Result<(), DbError>;
+
     /// Runs a statement that returns rows.
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError>;
 
@@ -72,11 +119,77 @@ pub trait Database: Send + Sync + 'static {
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError>;
 }
 
-/// Opens the database named by `url` (`sqlite://…`) and runs migrations.
-pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`).
+/// Nothing is migrated yet, and a Postgres server need not be up.
+pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Arc<dyn Database>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteDatabase::open(url).await?))
+        Ok(Arc::new(SqliteDatabase::open(url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresDatabase::connect_lazy(url, options)?))
     } else {
-        anyhow::bail!("unsupported DATABASE_URL scheme in {url:?}: expected sqlite://…")
+        anyhow::bail!("unsupported DATABASE_URL {url:?}: expected sqlite://… or postgres://…")
+    }
+}
+
+/// A database that answers `Unavailable` until it is marked ready.
+pub struct Gate {
+    /// The real backend.
+    inner: Arc<dyn Database>,
+    /// Set once the schema is migrated and the demo data seeded.
+    ready: AtomicBool,
+}
+
+impl Gate {
+    pub fn new(inner: Arc<dyn Database>) -> Self {
+        Self {
+            inner,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The backend behind the gate, for migrating and seeding.
+    pub fn inner(&self) -> &dyn Database {
+        self.inner.as_ref()
+    }
+
+    /// Opens the gate.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> Result<(), DbError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(DbError::Unavailable(
+                "the database is not ready: migrations have not run yet".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Database for Gate {
+    async fn migrate(&self) -> Result<(), DbError> {
+        self.inner.migrate().await
+    }
+
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        self.check()?;
+        self.inner.query(sql, params).await
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.check()?;
+        self.inner.execute(sql, params).await
+    }
+
+    async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
+        self.check()?;
+        self.inner.transaction(statements).await
     }
 }

@@ -2,6 +2,8 @@
 //! `{"error": {"code": "snake_case", "message": "human readable"}}`; the
 //! client gets a stable code and a clear message, the log gets the detail.
 
+use crate::auth::AuthError;
+use crate::db::DbError;
 use crate::runtime::InvokeError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,8 +19,14 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("too many requests in flight")]
     Overloaded,
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
+    #[error("internal error")]
+    Internal,
     #[error("the request took too long")]
     DeadlineExceeded,
     #[error("the handler failed")]
@@ -31,7 +39,10 @@ impl AppError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             Self::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -43,10 +54,18 @@ impl IntoResponse for AppError {
         let (status, code) = self.parts();
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match self {
+            Self::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::DatabaseUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }
@@ -68,6 +87,30 @@ impl From<InvokeError> for AppError {
                 tracing::error!(error = %err, "component failed");
                 Self::ComponentFailed
             }
+        }
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(_) | DbError::Timeout(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::DatabaseUnavailable
+            }
+            DbError::Constraint(_) | DbError::Other(_) => {
+                tracing::error!(error = %err, "database error in the host");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Malformed | AuthError::UnknownToken => Self::Unauthorized(err.to_string()),
+            AuthError::Database(db) => db.into(),
         }
     }
 }

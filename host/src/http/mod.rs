@@ -9,6 +9,8 @@ mod error;
 
 pub use error::AppError;
 
+use crate::auth;
+use crate::db::Database;
 use crate::registry::Registry;
 use crate::runtime::{Request, Response as ComponentResponse, Runtime};
 use axum::body::Bytes;
@@ -48,6 +50,8 @@ struct Inner {
     runtime: Arc<Runtime>,
     /// Components and their routes.
     registry: Arc<Registry>,
+    /// The database, for authentication.
+    db: Arc<dyn Database>,
     /// Request size limits.
     limits: HttpLimits,
     /// One permit per request in flight.
@@ -55,12 +59,18 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, limits: HttpLimits) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        db: Arc<dyn Database>,
+        limits: HttpLimits,
+    ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
         Self {
             inner: Arc::new(Inner {
                 runtime,
                 registry,
+                db,
                 limits,
                 in_flight: Arc::new(Semaphore::new(permits)),
             }),
@@ -98,7 +108,9 @@ async fn bound_in_flight(
     }
 }
 
-/// Hands the request to the component routed for its path.
+/// Hands the request to the component routed for its path, with the
+/// principal of its bearer token if it has one. An unknown or malformed
+/// token is refused here, before any component runs.
 async fn dispatch(
     State(state): State<AppState>,
     method: Method,
@@ -119,6 +131,13 @@ async fn dispatch(
             AppError::BadRequest(format!("could not read the request body: {rejection}"))
         }
     })?;
+    let principal = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = auth::bearer_token(value.as_bytes())?;
+            Some(auth::principal(state.inner.db.as_ref(), token).await?)
+        }
+    };
     let request = Request {
         method: method.as_str().to_string(),
         path: path.to_string(),
@@ -137,7 +156,7 @@ async fn dispatch(
             })
             .collect(),
         body: body.to_vec(),
-        principal: None,
+        principal,
     };
     let response = state.inner.runtime.invoke(&component, request).await?;
     into_http(response, &component.name)

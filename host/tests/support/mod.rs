@@ -14,6 +14,9 @@ use http_body_util::BodyExt;
 use std::path::PathBuf;
 use tower::ServiceExt;
 
+pub mod postgres;
+pub mod proxy;
+
 /// Where `cargo xtask` puts the built components.
 pub fn components_dir() -> PathBuf {
     let dir = std::env::var_os("COMPONENTS_DIR")
@@ -56,6 +59,16 @@ pub async fn host_with(
     http: HttpLimits,
     routes: &[(&str, &str, &[&str])],
 ) -> TestHost {
+    host_on(None, sandbox, http, routes).await
+}
+
+/// A host on `database_url` (default: a fresh SQLite file).
+pub async fn host_on(
+    database_url: Option<String>,
+    sandbox: SandboxConfig,
+    http: HttpLimits,
+    routes: &[(&str, &str, &[&str])],
+) -> TestHost {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut manifest = format!("dir = {:?}\n", components_dir().display().to_string());
     for (name, file, prefixes) in routes {
@@ -66,7 +79,13 @@ pub async fn host_with(
     let manifest_path = dir.path().join("components.toml");
     std::fs::write(&manifest_path, manifest).expect("manifest written");
     let settings = Settings {
-        database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
+        database_url: database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("test.db").display())),
+        db: host::db::DbOptions {
+            acquire_timeout: std::time::Duration::from_millis(500),
+            ..host::db::DbOptions::default()
+        },
+        demo_agents: host::DEMO_AGENTS,
         manifest: manifest_path,
         sandbox,
         http,
