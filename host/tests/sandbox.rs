@@ -180,39 +180,39 @@ async fn past_the_in_flight_bound_requests_get_503_at_once() {
         ..sandbox()
     })
     .await;
-    let busy: Vec<_> = (0..2)
+    // Three slow requests against a bound of two: two are admitted and one
+    // is refused. Nothing else is sent meanwhile, so which one is refused is
+    // the only thing left to chance.
+    let slow: Vec<_> = (0..3)
         .map(|_| {
             let app = h.app.clone();
-            tokio::spawn(async move { get(&app, "/fixture/sleep?ms=2000").await })
+            tokio::spawn(async move {
+                let (response, body) = get(&app, "/fixture/sleep?ms=3000").await;
+                (response, body, Instant::now())
+            })
         })
         .collect();
-
-    // Once both slots are taken, a third request is refused at once: its
-    // 503 arrives while the two slow requests are still running. Before
-    // they start (a busy machine may delay them), it is served normally.
-    let (response, body) = loop {
-        let (response, body) = get(&h.app, "/fixture/echo").await;
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break (response, body);
-        }
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            !busy.iter().all(|b| b.is_finished()),
-            "the slow requests finished and no other request was refused meanwhile"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert!(
-        busy.iter().all(|b| !b.is_finished()),
-        "the 503 waited for a slot to free"
-    );
-    assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(error_code(&body), "overloaded");
-
-    for b in busy {
-        let (response, _) = b.await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+    let mut outcomes = Vec::new();
+    for task in slow {
+        outcomes.push(task.await.unwrap());
     }
+    let (refused, admitted): (Vec<_>, Vec<_>) = outcomes
+        .into_iter()
+        .partition(|(r, _, _)| r.status() == StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.len(), 1, "exactly one of three is refused");
+    assert!(
+        admitted
+            .iter()
+            .all(|(r, _, _)| r.status() == StatusCode::OK)
+    );
+    let (response, body, refused_at) = &refused[0];
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(error_code(body), "overloaded");
+    assert!(
+        admitted.iter().all(|(_, _, done)| refused_at < done),
+        "the refusal waited for a slot instead of coming back at once"
+    );
+
     let (after, _) = get(&h.app, "/fixture/echo").await;
     assert_eq!(after.status(), StatusCode::OK, "slots are released");
 }
