@@ -54,6 +54,8 @@ pub struct Settings {
     pub http: http::HttpLimits,
     /// Bytes the in-process cache may hold.
     pub memory_cache_bytes: u64,
+    /// Redis, if configured; otherwise the memory tier only.
+    pub redis: Option<cache::RedisSettings>,
 }
 
 /// Connects the capabilities, loads the components and builds the router.
@@ -88,9 +90,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         Err(other) => return Err(anyhow::anyhow!(other).context("preparing the database")),
     }
     let db: Arc<dyn db::Database> = gate;
-    tracing::info!("cache: in-process memory tier");
-    let cache: Arc<dyn cache::Cache> =
-        Arc::new(cache::MemoryCache::new(settings.memory_cache_bytes));
+    let metrics = Arc::new(cache::CacheMetrics::default());
+    let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
+    let cache: Arc<dyn cache::Cache> = match &settings.redis {
+        None => Arc::new(cache::TieredCache::memory_only(memory, metrics.clone())),
+        Some(redis) => {
+            let redis = cache::RedisCache::new(redis.clone())?;
+            Arc::new(cache::TieredCache::with_redis(memory, redis, metrics.clone()).await)
+        }
+    };
     let capabilities = runtime::Capabilities {
         cache,
         db: db.clone(),
@@ -103,7 +111,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         &runtime,
         &settings.manifest,
     )?);
-    let state = http::AppState::new(runtime, registry, db, settings.http.clone());
+    let state = http::AppState::new(runtime, registry, db, metrics, settings.http.clone());
     Ok(http::app(state))
 }
 

@@ -60,6 +60,15 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Redis for the cache (`redis://host:port`); unset: in-process only.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every Redis key the host writes.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "marketplace:")]
+    redis_prefix: String,
+    /// Longest one Redis operation may take before the memory tier answers.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100)]
+    redis_timeout_ms: u64,
     /// Bytes of values the in-process cache may hold.
     #[arg(long, env = "MEMORY_CACHE_BYTES", default_value_t = 256 << 20)]
     memory_cache_bytes: u64,
@@ -97,6 +106,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
         },
         memory_cache_bytes: args.memory_cache_bytes,
+        redis: args.redis_url.map(|url| host::cache::RedisSettings {
+            url,
+            prefix: args.redis_prefix,
+            op_timeout: Duration::from_millis(args.redis_timeout_ms),
+        }),
     };
     let app = host::build(&settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

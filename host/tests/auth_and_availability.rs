@@ -72,6 +72,7 @@ async fn the_host_starts_without_its_database_and_catches_up_when_it_returns() {
 
     let h = host_on(
         Some(url),
+        None,
         SandboxConfig::default(),
         HttpLimits::default(),
         DEFAULT_ROUTES,

@@ -1,37 +1,50 @@
 //! The in-process cache tier.
 //!
-//! Entries live in a moka cache bounded by total bytes, each with its own
-//! TTL. Tag invalidation is by **generation**: every tag has a counter, each
-//! entry records the generations of its tags when it was stored, and an
-//! entry whose recorded generation of any tag is older than the tag's current
-//! one is treated as absent (and evicted on read). Invalidating a tag is one
-//! counter increment however many entries carry it, and no entry can be
-//! missed, because the check happens on every read.
+//! Entries live in a moka cache bounded by total bytes. Each entry also
+//! carries its expiry as a `tokio::time::Instant`, checked on every read, so
+//! TTLs follow tokio's clock (and tests can pause and advance it); moka's
+//! own per-entry expiry only reclaims the memory.
+//!
+//! Tag invalidation uses the invalidation clock described in `cache`: an
+//! invalidation takes the next clock value and stamps its tags with it; an
+//! entry stored under stamp `s` is valid while none of its tags has a value
+//! above `s`. Invalidating is one map update however many entries carry the
+//! tag, and no entry can be missed, because every read checks.
 
-use super::Cache;
+use super::{Cache, Stamp};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache as Moka;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// One stored value and what is needed to decide whether it is still valid.
+/// One stored value and what decides whether it is still valid.
 #[derive(Clone)]
 struct Entry {
-    /// The cached bytes, shared so a hit does not copy them twice.
+    /// The cached bytes, shared so a hit copies them once.
     value: Arc<[u8]>,
-    /// How long after insertion the entry expires.
+    /// How long after insertion moka may drop it.
     ttl: Duration,
-    /// Each tag of the entry with that tag's generation at store time.
-    tags: Arc<[(String, u64)]>,
+    /// When it stops being served (tokio's clock).
+    expires_at: Instant,
+    /// The entry's tags.
+    tags: Arc<[String]>,
+    /// The clock value the request that stored it started under.
+    stamp: u64,
 }
 
-/// Expires each entry after its own TTL.
+/// Lets moka reclaim each entry after its own TTL.
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(entry.ttl)
     }
 
@@ -39,25 +52,33 @@ impl Expiry<String, Entry> for PerEntryTtl {
         &self,
         _key: &String,
         entry: &Entry,
-        _now: Instant,
+        _now: std::time::Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
         Some(entry.ttl)
     }
 }
 
+/// The clock and the last clock value of every invalidated tag.
+#[derive(Default)]
+struct Clock {
+    /// The last value handed out.
+    now: u64,
+    /// Tag to the clock value of its last invalidation.
+    tags: HashMap<String, u64>,
+}
+
 /// The in-process cache tier: bounded in bytes, per-entry TTLs, tags by
-/// generation.
+/// invalidation clock.
 pub struct MemoryCache {
-    /// Key to entry; moka evicts by size and TTL.
+    /// Key to entry; moka evicts by size.
     entries: Moka<String, Entry>,
-    /// Current generation of every tag ever invalidated or stored; a tag
-    /// absent here is at generation 0.
-    generations: Mutex<HashMap<String, u64>>,
+    /// The invalidation clock.
+    clock: Mutex<Clock>,
 }
 
 impl MemoryCache {
-    /// A cache holding at most about `max_bytes` of values and keys.
+    /// A cache holding at most about `max_bytes` of keys and values.
     pub fn new(max_bytes: u64) -> Self {
         let entries = Moka::builder()
             .max_capacity(max_bytes)
@@ -68,30 +89,41 @@ impl MemoryCache {
             .build();
         Self {
             entries,
-            generations: Mutex::new(HashMap::new()),
+            clock: Mutex::new(Clock::default()),
         }
     }
 
-    fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        // A poisoned lock only means another thread panicked mid-update of
-        // a counter map whose every state is valid; keep using it.
-        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    fn clock(&self) -> std::sync::MutexGuard<'_, Clock> {
+        // A poisoned lock only means a thread panicked between two updates
+        // of plain counters, every state of which is valid; keep using it.
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_current(&self, entry: &Entry) -> bool {
-        let generations = self.generations();
+    /// The current clock value.
+    pub fn stamp(&self) -> u64 {
+        self.clock().now
+    }
+
+    fn is_valid(&self, entry: &Entry) -> bool {
+        if Instant::now() >= entry.expires_at {
+            return false;
+        }
+        let clock = self.clock();
         entry
             .tags
             .iter()
-            .all(|(tag, seen)| generations.get(tag).copied().unwrap_or(0) == *seen)
+            .all(|tag| clock.tags.get(tag).is_none_or(|&at| at <= entry.stamp))
     }
 }
 
 #[async_trait]
 impl Cache for MemoryCache {
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+    async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
+        if stamp.memory.is_none() {
+            stamp.memory = Some(self.stamp());
+        }
         let entry = self.entries.get(key).await?;
-        if self.is_current(&entry) {
+        if self.is_valid(&entry) {
             Some(entry.value.to_vec())
         } else {
             self.entries.invalidate(key).await;
@@ -99,17 +131,13 @@ impl Cache for MemoryCache {
         }
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String]) {
-        let tags: Arc<[(String, u64)]> = {
-            let generations = self.generations();
-            tags.iter()
-                .map(|t| (t.clone(), generations.get(t).copied().unwrap_or(0)))
-                .collect()
-        };
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
         let entry = Entry {
             value: value.into(),
             ttl,
-            tags,
+            expires_at: Instant::now() + ttl,
+            tags: tags.iter().cloned().collect(),
+            stamp: stamp.memory.unwrap_or_else(|| self.stamp()),
         };
         self.entries.insert(key.to_string(), entry).await;
     }
@@ -119,59 +147,11 @@ impl Cache for MemoryCache {
     }
 
     async fn invalidate_tags(&self, tags: &[String]) {
-        let mut generations = self.generations();
+        let mut clock = self.clock();
+        clock.now += 1;
+        let now = clock.now;
         for tag in tags {
-            *generations.entry(tag.clone()).or_insert(0) += 1;
+            clock.tags.insert(tag.clone(), now);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tags(t: &[&str]) -> Vec<String> {
-        t.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[tokio::test]
-    async fn a_stored_value_is_read_back() {
-        let cache = MemoryCache::new(1 << 20);
-        cache
-            .set("k:é: x", b"v".to_vec(), Duration::from_secs(60), &[])
-            .await;
-        assert_eq!(cache.get("k:é: x").await.as_deref(), Some(&b"v"[..]));
-        assert_eq!(cache.get("other").await, None);
-    }
-
-    #[tokio::test]
-    async fn invalidating_a_tag_hides_every_entry_carrying_it_and_no_other() {
-        let cache = MemoryCache::new(1 << 20);
-        let ttl = Duration::from_secs(60);
-        for i in 0..300 {
-            cache
-                .set(&format!("a:{i}"), vec![1], ttl, &tags(&["agents", "x"]))
-                .await;
-        }
-        cache.set("c", vec![2], ttl, &tags(&["categories"])).await;
-        cache.invalidate_tags(&tags(&["agents"])).await;
-        for i in 0..300 {
-            assert_eq!(cache.get(&format!("a:{i}")).await, None, "a:{i} survived");
-        }
-        assert_eq!(cache.get("c").await, Some(vec![2]));
-        // Entries stored after the invalidation are visible again.
-        cache.set("a:0", vec![3], ttl, &tags(&["agents"])).await;
-        assert_eq!(cache.get("a:0").await, Some(vec![3]));
-    }
-
-    #[tokio::test]
-    async fn delete_removes_one_key() {
-        let cache = MemoryCache::new(1 << 20);
-        let ttl = Duration::from_secs(60);
-        cache.set("a", vec![1], ttl, &[]).await;
-        cache.set("b", vec![2], ttl, &[]).await;
-        cache.delete("a").await;
-        assert_eq!(cache.get("a").await, None);
-        assert_eq!(cache.get("b").await, Some(vec![2]));
     }
 }

@@ -10,6 +10,7 @@ mod error;
 pub use error::AppError;
 
 use crate::auth;
+use crate::cache::CacheMetrics;
 use crate::db::Database;
 use crate::registry::Registry;
 use crate::runtime::{Request, Response as ComponentResponse, Runtime};
@@ -52,6 +53,8 @@ struct Inner {
     registry: Arc<Registry>,
     /// The database, for authentication.
     db: Arc<dyn Database>,
+    /// Cache counters, for `/metrics`.
+    metrics: Arc<CacheMetrics>,
     /// Request size limits.
     limits: HttpLimits,
     /// One permit per request in flight.
@@ -63,6 +66,7 @@ impl AppState {
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
         db: Arc<dyn Database>,
+        metrics: Arc<CacheMetrics>,
         limits: HttpLimits,
     ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
@@ -71,6 +75,7 @@ impl AppState {
                 runtime,
                 registry,
                 db,
+                metrics,
                 limits,
                 in_flight: Arc::new(Semaphore::new(permits)),
             }),
@@ -83,6 +88,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.inner.limits.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -94,6 +100,18 @@ pub fn app(state: AppState) -> Router {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Cache counters in the Prometheus text format.
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.inner.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Admits a request only while a permit is free; otherwise 503 at once.

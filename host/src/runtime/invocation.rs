@@ -6,6 +6,7 @@
 
 use super::Capabilities;
 use super::bindings::marketplace::host::{cache, db, log, types};
+use crate::cache::Stamp;
 use crate::db as hostdb;
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -29,6 +30,8 @@ pub(crate) struct Invocation {
     table: ResourceTable,
     /// The memory cap and whether it was hit.
     limits: Limits,
+    /// The cache's invalidation clocks as this request first saw them.
+    stamp: Stamp,
 }
 
 /// A per-instance memory cap that remembers being hit, so the host can tell
@@ -75,6 +78,7 @@ impl Invocation {
                 memory_limit,
                 memory_exceeded: false,
             },
+            stamp: Stamp::default(),
         }
     }
 
@@ -100,12 +104,15 @@ impl types::Host for Invocation {}
 
 impl cache::Host for Invocation {
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.capabilities.cache.get(&key).await
+        self.capabilities.cache.get(&key, &mut self.stamp).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
         let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
-        self.capabilities.cache.set(&key, value, ttl, &tags).await;
+        self.capabilities
+            .cache
+            .set(&key, value, ttl, &tags, &self.stamp)
+            .await;
     }
 
     async fn delete(&mut self, key: String) {

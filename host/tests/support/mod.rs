@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 pub mod postgres;
 pub mod proxy;
+pub mod redis;
 
 /// Where `cargo xtask` puts the built components.
 pub fn components_dir() -> PathBuf {
@@ -59,12 +60,14 @@ pub async fn host_with(
     http: HttpLimits,
     routes: &[(&str, &str, &[&str])],
 ) -> TestHost {
-    host_on(None, sandbox, http, routes).await
+    host_on(None, None, sandbox, http, routes).await
 }
 
-/// A host on `database_url` (default: a fresh SQLite file).
+/// A host on `database_url` (default: a fresh SQLite file) with `redis`
+/// (default: the memory tier only).
 pub async fn host_on(
     database_url: Option<String>,
+    redis: Option<host::cache::RedisSettings>,
     sandbox: SandboxConfig,
     http: HttpLimits,
     routes: &[(&str, &str, &[&str])],
@@ -90,6 +93,7 @@ pub async fn host_on(
         sandbox,
         http,
         memory_cache_bytes: 16 << 20,
+        redis,
     };
     let app = host::build(&settings).await.expect("host builds");
     TestHost { app, _dir: dir }
@@ -130,4 +134,17 @@ pub fn error_code(body: &[u8]) -> String {
         .unwrap_or_else(|| panic!("no error.code in {v}"));
     assert!(v["error"]["message"].is_string(), "no error.message in {v}");
     code.to_string()
+}
+
+/// The value of one counter in `/metrics`, 0 if absent.
+pub async fn counter(app: &Router, endpoint: &str, tier: &str, outcome: &str) -> u64 {
+    let (_, body) = get(app, "/metrics").await;
+    let text = String::from_utf8(body).expect("metrics are text");
+    let series = format!(
+        "marketplace_cache_operations_total{{endpoint=\"{endpoint}\",tier=\"{tier}\",outcome=\"{outcome}\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().expect("a counter value"))
+        .unwrap_or(0)
 }

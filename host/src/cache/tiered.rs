@@ -1,0 +1,265 @@
+//! The cache components use: Redis when configured and healthy, the memory
+//! tier when it is not, never an error.
+//!
+//! - `REDIS_URL` unset: the memory tier only (logged once at start).
+//! - Each Redis operation has a short timeout. A failed or slow operation
+//!   falls to the memory tier for that operation. After
+//!   `FAILURES_TO_OPEN` failures in a row the breaker opens: requests stop
+//!   trying Redis at all, so a dead Redis adds no latency, and a background
+//!   probe pings it every `PROBE_INTERVAL` and closes the breaker when it
+//!   answers.
+//! - Entries written to the memory tier while Redis is out live at most
+//!   `DEGRADED_TTL`, because they miss invalidations made by other hosts.
+//! - Tags invalidated while Redis is out are applied to the memory tier at
+//!   once and remembered; Redis is not read again until they have been
+//!   applied there too, so nothing invalidated during the outage is served
+//!   after it.
+
+use super::metrics::{CacheMetrics, Outcome, Tier, endpoint_of};
+use super::redis::{RedisCache, RedisFailure};
+use super::{Cache, MemoryCache, Stamp};
+use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Consecutive Redis failures that open the breaker.
+const FAILURES_TO_OPEN: u32 = 3;
+/// How often the probe pings Redis while the breaker is open.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest life of an entry written to the memory tier while Redis is out.
+pub const DEGRADED_TTL: Duration = Duration::from_secs(30);
+
+/// Redis's health as seen by this host.
+#[derive(Default)]
+struct Breaker {
+    /// Failures since the last success.
+    failures: AtomicU32,
+    /// Whether requests skip Redis.
+    open: AtomicBool,
+}
+
+struct Inner {
+    /// Always there; the only tier without Redis.
+    memory: MemoryCache,
+    /// Redis, when configured.
+    redis: Option<RedisCache>,
+    breaker: Breaker,
+    /// Tags invalidated while Redis could not be told.
+    pending: Mutex<BTreeSet<String>>,
+    metrics: Arc<CacheMetrics>,
+}
+
+/// The tiered cache.
+pub struct TieredCache {
+    inner: Arc<Inner>,
+}
+
+impl TieredCache {
+    /// Memory only.
+    pub fn memory_only(memory: MemoryCache, metrics: Arc<CacheMetrics>) -> Self {
+        tracing::info!("cache: REDIS_URL unset, using the in-process memory tier");
+        Self::build(memory, None, metrics)
+    }
+
+    /// Redis in front of `memory`. Connects now if it can; otherwise starts
+    /// degraded and lets the probe connect later.
+    pub async fn with_redis(
+        memory: MemoryCache,
+        redis: RedisCache,
+        metrics: Arc<CacheMetrics>,
+    ) -> Self {
+        let reachable = redis.connect().await;
+        let cache = Self::build(memory, Some(redis), metrics);
+        match reachable {
+            Ok(()) => tracing::info!("cache: Redis"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: Redis unreachable at start; using the memory tier until it answers");
+                cache.inner.breaker.open.store(true, Ordering::SeqCst);
+            }
+        }
+        cache
+    }
+
+    fn build(memory: MemoryCache, redis: Option<RedisCache>, metrics: Arc<CacheMetrics>) -> Self {
+        let inner = Arc::new(Inner {
+            memory,
+            redis,
+            breaker: Breaker::default(),
+            pending: Mutex::new(BTreeSet::new()),
+            metrics,
+        });
+        if inner.redis.is_some() {
+            tokio::spawn(probe(Arc::downgrade(&inner)));
+        }
+        Self { inner }
+    }
+
+    /// Whether operations go to Redis now.
+    pub fn using_redis(&self) -> bool {
+        self.inner.redis_ready().is_some()
+    }
+}
+
+/// Pings Redis while the breaker is open; closes it when Redis answers and
+/// knows of every pending invalidation. Ends when the cache is dropped.
+async fn probe(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.breaker.open.load(Ordering::SeqCst) {
+            continue;
+        }
+        let Some(redis) = inner.redis.as_ref() else {
+            return;
+        };
+        let healthy = async {
+            redis.connect().await?;
+            redis.ping().await?;
+            inner.flush_pending(redis).await
+        };
+        if healthy.await.is_ok() {
+            inner.breaker.failures.store(0, Ordering::SeqCst);
+            inner.breaker.open.store(false, Ordering::SeqCst);
+            tracing::info!("cache: Redis answers again; back on Redis");
+        }
+    }
+}
+
+impl Inner {
+    fn redis_ready(&self) -> Option<&RedisCache> {
+        self.redis
+            .as_ref()
+            .filter(|_| !self.breaker.open.load(Ordering::SeqCst))
+    }
+
+    fn succeeded(&self) {
+        self.breaker.failures.store(0, Ordering::SeqCst);
+    }
+
+    fn failed(&self, endpoint: &str, error: &RedisFailure) {
+        self.metrics.record(endpoint, Tier::redis, Outcome::error);
+        let failures = self.breaker.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        if failures >= FAILURES_TO_OPEN && !self.breaker.open.swap(true, Ordering::SeqCst) {
+            tracing::warn!(%error, failures, "cache: Redis failing; using the memory tier until it answers");
+        } else {
+            tracing::debug!(%error, "cache: Redis operation failed; memory tier for this one");
+        }
+    }
+
+    /// Tells Redis of the invalidations it missed; they stay pending if it
+    /// cannot be told.
+    async fn flush_pending(&self, redis: &RedisCache) -> Result<(), RedisFailure> {
+        let tags: Vec<String> = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            pending.iter().cloned().collect()
+        };
+        redis.invalidate_tags(&tags).await?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for tag in &tags {
+            pending.remove(tag);
+        }
+        Ok(())
+    }
+
+    /// Redis, ready for an operation: healthy and aware of every pending
+    /// invalidation.
+    async fn redis_for(&self, endpoint: &str) -> Option<&RedisCache> {
+        let redis = self.redis_ready()?;
+        match self.flush_pending(redis).await {
+            Ok(()) => Some(redis),
+            Err(e) => {
+                self.failed(endpoint, &e);
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for TieredCache {
+    async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
+        let inner = &self.inner;
+        let endpoint = endpoint_of(key);
+        if let Some(redis) = inner.redis_for(endpoint).await {
+            match redis.get(key, stamp).await {
+                Ok(value) => {
+                    inner.succeeded();
+                    let outcome = if value.is_some() {
+                        Outcome::hit
+                    } else {
+                        Outcome::miss
+                    };
+                    inner.metrics.record(endpoint, Tier::redis, outcome);
+                    return value;
+                }
+                Err(e) => inner.failed(endpoint, &e),
+            }
+        }
+        let value = inner.memory.get(key, stamp).await;
+        let outcome = if value.is_some() {
+            Outcome::hit
+        } else {
+            Outcome::miss
+        };
+        inner.metrics.record(endpoint, Tier::memory, outcome);
+        value
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
+        let inner = &self.inner;
+        let endpoint = endpoint_of(key);
+        if let Some(redis) = inner.redis_for(endpoint).await {
+            match redis.set(key, &value, ttl, tags, stamp).await {
+                Ok(()) => {
+                    inner.succeeded();
+                    return;
+                }
+                Err(e) => inner.failed(endpoint, &e),
+            }
+        }
+        let ttl = if inner.redis.is_some() {
+            ttl.min(DEGRADED_TTL)
+        } else {
+            ttl
+        };
+        inner.memory.set(key, value, ttl, tags, stamp).await;
+    }
+
+    async fn delete(&self, key: &str) {
+        let inner = &self.inner;
+        inner.memory.delete(key).await;
+        if let Some(redis) = inner.redis_for(endpoint_of(key)).await {
+            match redis.delete(key).await {
+                Ok(()) => inner.succeeded(),
+                Err(e) => inner.failed(endpoint_of(key), &e),
+            }
+        }
+    }
+
+    async fn invalidate_tags(&self, tags: &[String]) {
+        let inner = &self.inner;
+        inner.memory.invalidate_tags(tags).await;
+        if inner.redis.is_none() {
+            return;
+        }
+        if let Some(redis) = inner.redis_for("tags").await {
+            match redis.invalidate_tags(tags).await {
+                Ok(()) => {
+                    inner.succeeded();
+                    return;
+                }
+                Err(e) => inner.failed("tags", &e),
+            }
+        }
+        inner
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tags.iter().cloned());
+    }
+}

@@ -1,0 +1,192 @@
+//! The cache's behaviour, one suite run against the memory tier and against
+//! a real Redis (`REDIS_URL`, a fresh key prefix per test; never skipped
+//! under CI) through the tiered cache components use.
+
+mod support;
+
+use host::cache::{Cache, CacheMetrics, MemoryCache, RedisCache, Stamp, TieredCache};
+use std::sync::Arc;
+use std::time::Duration;
+use support::redis::RedisPrefix;
+
+fn tags(t: &[&str]) -> Vec<String> {
+    t.iter().map(|s| s.to_string()).collect()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The caches to run a check against: memory, then Redis if available.
+async fn caches() -> Vec<(&'static str, Arc<dyn Cache>, Option<RedisPrefix>)> {
+    let mut all: Vec<(&'static str, Arc<dyn Cache>, Option<RedisPrefix>)> =
+        vec![("memory", Arc::new(MemoryCache::new(64 << 20)), None)];
+    if let Some(url) = support::redis::server_url() {
+        let prefix = support::redis::fresh_prefix(&url);
+        let redis = RedisCache::new(prefix.settings.clone()).unwrap();
+        let tiered = TieredCache::with_redis(
+            MemoryCache::new(1 << 20),
+            redis,
+            Arc::new(CacheMetrics::default()),
+        )
+        .await;
+        assert!(tiered.using_redis(), "Redis at {url} is reachable");
+        all.push(("redis", Arc::new(tiered), Some(prefix)));
+    }
+    all
+}
+
+async fn get(cache: &dyn Cache, key: &str) -> Option<Vec<u8>> {
+    cache.get(key, &mut Stamp::default()).await
+}
+
+async fn set(cache: &dyn Cache, key: &str, value: &[u8], ttl: Duration, t: &[&str]) {
+    cache
+        .set(key, value.to_vec(), ttl, &tags(t), &Stamp::default())
+        .await;
+}
+
+#[tokio::test]
+async fn keys_of_any_shape_round_trip() {
+    let keys = [
+        "marketplace:agents:a%3Ab:coding:false:trending:50:0",
+        "with spaces and : colons",
+        "ünïcödé:キー:🔑",
+        "",
+        "trailing:",
+    ];
+    for (name, cache, _guard) in caches().await {
+        for (i, key) in keys.iter().enumerate() {
+            set(cache.as_ref(), key, &[i as u8, 0, 255], HOUR, &[]).await;
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                get(cache.as_ref(), key).await,
+                Some(vec![i as u8, 0, 255]),
+                "{name}: {key:?}"
+            );
+        }
+        assert_eq!(get(cache.as_ref(), "absent").await, None, "{name}");
+        cache.delete(keys[0]).await;
+        assert_eq!(get(cache.as_ref(), keys[0]).await, None, "{name}: deleted");
+        assert!(
+            get(cache.as_ref(), keys[1]).await.is_some(),
+            "{name}: others stay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalidating_a_tag_removes_every_entry_carrying_it_and_no_other() {
+    for (name, cache, _guard) in caches().await {
+        let c = cache.as_ref();
+        for i in 0..300 {
+            let key = match i % 3 {
+                0 => format!("marketplace:agents:q{i}:all:false:trending:50:0"),
+                1 => format!("marketplace:agent:agent-{i:06}"),
+                _ => format!("odd key {i} : ü"),
+            };
+            let entry_tags: &[&str] = if i % 2 == 0 {
+                &["agents", "trending"]
+            } else {
+                &["agents"]
+            };
+            set(c, &key, b"v", HOUR, entry_tags).await;
+        }
+        set(c, "marketplace:categories", b"c", HOUR, &["categories"]).await;
+        set(c, "untagged", b"u", HOUR, &[]).await;
+
+        c.invalidate_tags(&tags(&["agents"])).await;
+
+        for i in 0..300 {
+            for key in [
+                format!("marketplace:agents:q{i}:all:false:trending:50:0"),
+                format!("marketplace:agent:agent-{i:06}"),
+                format!("odd key {i} : ü"),
+            ] {
+                assert_eq!(get(c, &key).await, None, "{name}: {key} survived");
+            }
+        }
+        assert_eq!(
+            get(c, "marketplace:categories").await,
+            Some(b"c".to_vec()),
+            "{name}"
+        );
+        assert_eq!(get(c, "untagged").await, Some(b"u".to_vec()), "{name}");
+
+        // Entries stored after the invalidation are served again.
+        set(
+            c,
+            "marketplace:agent:agent-000001",
+            b"new",
+            HOUR,
+            &["agents"],
+        )
+        .await;
+        assert_eq!(
+            get(c, "marketplace:agent:agent-000001").await,
+            Some(b"new".to_vec()),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_value_computed_before_an_invalidation_is_never_served_after_it() {
+    for (name, cache, _guard) in caches().await {
+        let c = cache.as_ref();
+        // A request misses (taking its stamp), then reads the database ...
+        let mut stamp = Stamp::default();
+        assert_eq!(c.get("marketplace:featured", &mut stamp).await, None);
+        // ... a write lands and invalidates ...
+        c.invalidate_tags(&tags(&["featured"])).await;
+        // ... and the request stores what it read before the write.
+        c.set(
+            "marketplace:featured",
+            b"stale".to_vec(),
+            HOUR,
+            &tags(&["featured"]),
+            &stamp,
+        )
+        .await;
+        assert_eq!(
+            get(c, "marketplace:featured").await,
+            None,
+            "{name}: stale value served"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_entries_expire_after_their_ttl() {
+    let cache = MemoryCache::new(1 << 20);
+    set(&cache, "short", b"s", Duration::from_secs(60), &[]).await;
+    set(&cache, "long", b"l", Duration::from_secs(1800), &[]).await;
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(get(&cache, "short").await, Some(b"s".to_vec()));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(get(&cache, "short").await, None, "expired after 60 s");
+    assert_eq!(get(&cache, "long").await, Some(b"l".to_vec()));
+    tokio::time::advance(Duration::from_secs(1800)).await;
+    assert_eq!(get(&cache, "long").await, None);
+}
+
+#[tokio::test]
+async fn redis_entries_expire_after_their_ttl() {
+    let Some(url) = support::redis::server_url() else {
+        return;
+    };
+    let prefix = support::redis::fresh_prefix(&url);
+    let cache = TieredCache::with_redis(
+        MemoryCache::new(1 << 20),
+        RedisCache::new(prefix.settings.clone()).unwrap(),
+        Arc::new(CacheMetrics::default()),
+    )
+    .await;
+    // Redis keeps time itself; a one-second TTL is the shortest the cache
+    // import can ask for.
+    set(&cache, "short", b"s", Duration::from_secs(1), &[]).await;
+    set(&cache, "long", b"l", HOUR, &[]).await;
+    assert_eq!(get(&cache, "short").await, Some(b"s".to_vec()));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(get(&cache, "short").await, None);
+    assert_eq!(get(&cache, "long").await, Some(b"l".to_vec()));
+}
