@@ -38,6 +38,27 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> DbError {
     }
 }
 
+/// A sqlx result as `Rows`, each cell decoded by the engine's `cell`.
+fn decode_rows<R: sqlx::Row>(
+    rows: Vec<R>,
+    cell: fn(&R, usize) -> Result<Value, DbError>,
+) -> Result<Rows, DbError> {
+    use sqlx::Column as _;
+    let columns = rows
+        .first()
+        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| cell(row, i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
 /// Connection settings common to both engines.
 #[derive(Debug, Clone)]
 pub struct DbOptions {

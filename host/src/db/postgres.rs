@@ -84,22 +84,6 @@ fn bind<'q>(sql: &'q str, params: &[Value]) -> Result<PgQuery<'q>, DbError> {
     Ok(q)
 }
 
-fn decode(rows: Vec<PgRow>) -> Result<Rows, DbError> {
-    let columns = rows
-        .first()
-        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| decode_cell(row, i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Rows { columns, rows })
-}
-
 fn decode_cell(row: &PgRow, i: usize) -> Result<Value, DbError> {
     let raw = row.try_get_raw(i).map_err(classify)?;
     if raw.is_null() {
@@ -192,7 +176,7 @@ impl Database for PostgresDatabase {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        decode(rows)
+        super::decode_rows(rows, decode_cell)
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
@@ -211,7 +195,7 @@ impl Database for PostgresDatabase {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(classify)?;
-            results.push(decode(rows)?);
+            results.push(super::decode_rows(rows, decode_cell)?);
         }
         tx.commit().await.map_err(classify)?;
         Ok(results)

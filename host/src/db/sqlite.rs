@@ -99,22 +99,6 @@ fn bind<'q>(sql: &'q str, params: &[Value]) -> sqlx::query::Query<'q, Sqlite, Sq
     q
 }
 
-fn decode(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
-    let columns = rows
-        .first()
-        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| decode_cell(row, i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Rows { columns, rows })
-}
-
 fn decode_cell(row: &SqliteRow, i: usize) -> Result<Value, DbError> {
     let raw = row.try_get_raw(i).map_err(classify)?;
     if raw.is_null() {
@@ -163,7 +147,7 @@ impl Database for SqliteDatabase {
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
         let (mut conn, deadline) = self.connection().await?;
         let result = match bind(sql, params).fetch_all(&mut *conn).await {
-            Ok(rows) => decode(rows),
+            Ok(rows) => super::decode_rows(rows, decode_cell),
             Err(e) => Err(classify(e)),
         };
         Self::finish(conn, deadline, result).await
@@ -190,7 +174,7 @@ impl Database for SqliteDatabase {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(classify)?;
-                results.push(decode(rows)?);
+                results.push(super::decode_rows(rows, decode_cell)?);
             }
             tx.commit().await.map_err(classify)?;
             Ok(results)

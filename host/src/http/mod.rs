@@ -1,6 +1,7 @@
-//! The HTTP front: `app` builds the axum `Router` that authenticates (later),
-//! bounds the requests in flight, and dispatches every API path to the
-//! component its route names.
+//! The HTTP front: `app` builds the axum `Router` that bounds the requests in
+//! flight, limits bodies, serves `/healthz` and `/metrics`, authenticates
+//! bearer tokens, and dispatches every other path to the component its route
+//! names.
 //!
 //! **Invariant:** past `max_in_flight` requests, the host answers 503 with
 //! `Retry-After` at once; it never queues without bound.
