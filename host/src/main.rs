@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Longest one Redis operation may take before the memory tier answers.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100)]
     redis_timeout_ms: u64,
+    /// Token of the admin API (`/admin`); unset: the admin API is off.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// Bytes of values the in-process cache may hold.
     #[arg(long, env = "MEMORY_CACHE_BYTES", default_value_t = 256 << 20)]
     memory_cache_bytes: u64,
@@ -104,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,
+            admin_token: args.admin_token,
         },
         memory_cache_bytes: args.memory_cache_bytes,
         redis: args.redis_url.map(|url| host::cache::RedisSettings {

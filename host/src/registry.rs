@@ -2,22 +2,84 @@
 //!
 //! Each component sits in an `ArcSwap`: a request takes an `Arc` of the
 //! current version when it starts and keeps it to the end, so replacing the
-//! pointer (the whole of a swap) never disturbs a request in flight.
+//! pointer (the whole of a swap) never disturbs a request in flight, and
+//! every request after the swap gets the new version.
+//!
+//! **Invariant:** only a component that compiled and type-checked against
+//! the `handler` world (a `LoadedComponent`) can be swapped in.
 
 use crate::routes::{Manifest, RouteTable};
 use crate::runtime::{LoadedComponent, Runtime};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Previous versions kept per component, for rollback.
+const HISTORY: usize = 5;
+
+/// One component: the version serving and the ones before it.
+struct Slot {
+    /// The routes it answers.
+    routes: Vec<String>,
+    /// The version serving now.
+    current: ArcSwap<LoadedComponent>,
+    /// Earlier versions, oldest first; also serializes swaps of this slot.
+    previous: Mutex<Vec<Arc<LoadedComponent>>>,
+}
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no component named {0:?}")]
+    UnknownComponent(String),
+    #[error("component {0:?} has no previous version to roll back to")]
+    NoPreviousVersion(String),
+}
+
+/// A component's state, as listed by the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentInfo {
+    pub name: String,
+    pub routes: Vec<String>,
+    pub current: VersionInfo,
+    /// Newest first.
+    pub previous: Vec<VersionInfo>,
+}
+
+/// One version of a component.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// Hex SHA-256 of the `.wasm` bytes.
+    pub digest: String,
+    pub size: usize,
+    /// Milliseconds since the Unix epoch.
+    pub loaded_at: u64,
+}
+
+impl From<&LoadedComponent> for VersionInfo {
+    fn from(c: &LoadedComponent) -> Self {
+        Self {
+            digest: c.digest.clone(),
+            size: c.size,
+            loaded_at: c
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+}
 
 /// Components by name, and the route table over them.
 pub struct Registry {
     /// Path prefix to component name.
     routes: RouteTable,
-    /// Name to the version currently serving.
-    components: HashMap<String, ArcSwap<LoadedComponent>>,
+    /// Name to slot.
+    slots: BTreeMap<String, Slot>,
 }
 
 impl Registry {
@@ -25,7 +87,7 @@ impl Registry {
     /// component, if any file is missing or does not fit the world.
     pub fn from_manifest(runtime: &Runtime, path: &Path) -> anyhow::Result<Self> {
         let (manifest, dir) = Manifest::load(path)?;
-        let mut components = HashMap::new();
+        let mut slots = BTreeMap::new();
         for spec in &manifest.components {
             let file = dir.join(&spec.file);
             let bytes = std::fs::read(&file).with_context(|| {
@@ -35,17 +97,94 @@ impl Registry {
                 format!("loading component {:?} from {}", spec.name, file.display())
             })?;
             tracing::info!(component = %spec.name, digest = %loaded.digest, routes = ?spec.routes, "component loaded");
-            components.insert(spec.name.clone(), ArcSwap::from_pointee(loaded));
+            slots.insert(
+                spec.name.clone(),
+                Slot {
+                    routes: spec.routes.clone(),
+                    current: ArcSwap::from_pointee(loaded),
+                    previous: Mutex::new(Vec::new()),
+                },
+            );
         }
         Ok(Self {
             routes: RouteTable::new(&manifest.components),
-            components,
+            slots,
         })
     }
 
     /// The version of the component routed for `path` that is serving now.
     pub fn resolve(&self, path: &str) -> Option<Arc<LoadedComponent>> {
         let name = self.routes.resolve(path)?;
-        self.components.get(name).map(ArcSwap::load_full)
+        self.slots.get(name).map(|s| s.current.load_full())
+    }
+
+    /// Whether a component of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot, RegistryError> {
+        self.slots
+            .get(name)
+            .ok_or_else(|| RegistryError::UnknownComponent(name.to_string()))
+    }
+
+    fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Vec<Arc<LoadedComponent>>> {
+        // A panic while holding the lock leaves a valid list; keep using it.
+        slot.previous.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `version` the serving version of `name`; the old one is kept
+    /// for rollback. Requests in flight finish on the version they started
+    /// on.
+    pub fn deploy(
+        &self,
+        name: &str,
+        version: LoadedComponent,
+    ) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let mut previous = Self::lock(slot);
+        let old = slot.current.swap(Arc::new(version));
+        previous.push(old);
+        if previous.len() > HISTORY {
+            previous.remove(0);
+        }
+        drop(previous);
+        tracing::info!(component = name, digest = %slot.current.load().digest, "component deployed");
+        Ok(self.info(name, slot))
+    }
+
+    /// Makes the version before the serving one serve again.
+    pub fn rollback(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let mut previous = Self::lock(slot);
+        let Some(back) = previous.pop() else {
+            return Err(RegistryError::NoPreviousVersion(name.to_string()));
+        };
+        slot.current.store(back);
+        drop(previous);
+        tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");
+        Ok(self.info(name, slot))
+    }
+
+    fn info(&self, name: &str, slot: &Slot) -> ComponentInfo {
+        ComponentInfo {
+            name: name.to_string(),
+            routes: slot.routes.clone(),
+            current: VersionInfo::from(slot.current.load().as_ref()),
+            previous: Self::lock(slot)
+                .iter()
+                .rev()
+                .map(|v| VersionInfo::from(v.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Every component, by name.
+    pub fn list(&self) -> Vec<ComponentInfo> {
+        self.slots
+            .iter()
+            .map(|(name, slot)| self.info(name, slot))
+            .collect()
     }
 }

@@ -223,6 +223,7 @@ async fn an_oversized_body_gets_413_before_any_component_runs() {
         sandbox(),
         host::http::HttpLimits {
             max_body_bytes: 1024,
+            ..Default::default()
         },
         support::DEFAULT_ROUTES,
     )

@@ -4,6 +4,7 @@
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::registry::RegistryError;
 use crate::runtime::InvokeError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -27,6 +28,12 @@ pub enum AppError {
     DatabaseUnavailable,
     #[error("internal error")]
     Internal,
+    #[error("{0}")]
+    InvalidComponent(String),
+    #[error("{0}")]
+    WrongWorld(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the request took too long")]
     DeadlineExceeded,
     #[error("the handler failed")]
@@ -43,6 +50,9 @@ impl AppError {
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::InvalidComponent(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
+            Self::WrongWorld(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             Self::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -111,6 +121,15 @@ impl From<AuthError> for AppError {
         match err {
             AuthError::Malformed | AuthError::UnknownToken => Self::Unauthorized(err.to_string()),
             AuthError::Database(db) => db.into(),
+        }
+    }
+}
+
+impl From<RegistryError> for AppError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::UnknownComponent(_) => Self::NotFound(err.to_string()),
+            RegistryError::NoPreviousVersion(_) => Self::Conflict(err.to_string()),
         }
     }
 }

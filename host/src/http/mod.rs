@@ -6,6 +6,7 @@
 //! **Invariant:** past `max_in_flight` requests, the host answers 503 with
 //! `Retry-After` at once; it never queues without bound.
 
+mod admin;
 mod error;
 
 pub use error::AppError;
@@ -23,20 +24,24 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use sha2::Digest as _;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// HTTP-level limits.
+/// HTTP-level settings.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Largest accepted request body, in bytes; larger gets 413.
     pub max_body_bytes: usize,
+    /// The admin API's bearer token; `None` disables `/admin`.
+    pub admin_token: Option<String>,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1 << 20,
+            admin_token: None,
         }
     }
 }
@@ -56,6 +61,8 @@ struct Inner {
     db: Arc<dyn Database>,
     /// Cache counters, for `/metrics`.
     metrics: Arc<CacheMetrics>,
+    /// SHA-256 of the admin token; `None` leaves `/admin` unmounted.
+    admin_token_hash: Option<Vec<u8>>,
     /// Request size limits.
     limits: HttpLimits,
     /// One permit per request in flight.
@@ -71,12 +78,17 @@ impl AppState {
         limits: HttpLimits,
     ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
+        let admin_token_hash = limits
+            .admin_token
+            .as_ref()
+            .map(|t| sha2::Sha256::digest(t.as_bytes()).to_vec());
         Self {
             inner: Arc::new(Inner {
                 runtime,
                 registry,
                 db,
                 metrics,
+                admin_token_hash,
                 limits,
                 in_flight: Arc::new(Semaphore::new(permits)),
             }),
@@ -87,7 +99,13 @@ impl AppState {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let max_body = state.inner.limits.max_body_bytes;
+    let admin = if state.inner.admin_token_hash.is_some() {
+        admin::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(dispatch)

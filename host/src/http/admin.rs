@@ -1,0 +1,101 @@
+//! The admin API under `/admin`, mounted only when an admin token is
+//! configured, and requiring it as `Authorization: Bearer <token>`:
+//!
+//! - `GET /admin/components`: each component's routes, serving version
+//!   (SHA-256 digest, size, load time) and the previous versions kept;
+//! - `PUT /admin/components/{name}` with the `.wasm` bytes as the body:
+//!   compiled off the request path, checked against the `handler` world,
+//!   and swapped in only if it passes (400 or 422 with the reason if not;
+//!   the running version keeps serving);
+//! - `POST /admin/components/{name}/rollback`: the previous version serves
+//!   again.
+
+use super::{AppError, AppState};
+use crate::runtime::LoadError;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+
+/// Largest component upload, in bytes.
+const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+/// The admin routes.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/components", get(list))
+        .route(
+            "/admin/components/{name}",
+            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/admin/components/{name}/rollback", post(rollback))
+}
+
+/// Checks the admin bearer token (comparing digests, so the comparison's
+/// time says nothing about the token).
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let expected = state
+        .inner
+        .admin_token_hash
+        .as_ref()
+        .ok_or_else(|| AppError::NotFound("/admin".into()))?;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| crate::auth::bearer_token(v.as_bytes()).ok())
+        .ok_or_else(|| {
+            AppError::Unauthorized(
+                "the admin API needs `Authorization: Bearer <admin token>`".into(),
+            )
+        })?;
+    if Sha256::digest(given.as_bytes()).as_slice() != expected.as_slice() {
+        return Err(AppError::Unauthorized("wrong admin token".into()));
+    }
+    Ok(())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    authorize(&state, &headers)?;
+    Ok(Json(
+        serde_json::json!({ "components": state.inner.registry.list() }),
+    ))
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
+    authorize(&state, &headers)?;
+    if !state.inner.registry.contains(&name) {
+        return Err(AppError::NotFound(format!("component {name:?}")));
+    }
+    let runtime = state.inner.runtime.clone();
+    let compile_name = name.clone();
+    // Compiling takes CPU for a while: keep it off the async workers.
+    let loaded = tokio::task::spawn_blocking(move || runtime.load(&compile_name, &body))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| {
+            tracing::warn!(component = %name, error = %e, "upload rejected");
+            match e {
+                LoadError::Invalid(_) => AppError::InvalidComponent(e.to_string()),
+                LoadError::WrongWorld(_) => AppError::WrongWorld(e.to_string()),
+            }
+        })?;
+    Ok(Json(state.inner.registry.deploy(&name, loaded)?))
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.inner.registry.rollback(&name)?))
+}

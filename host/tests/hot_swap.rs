@@ -1,0 +1,295 @@
+//! Hot swap through the admin API: deploy, list and roll back while
+//! serving.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use support::{components_dir, error_code, get, host_with, json, send};
+
+const ADMIN: &str = "admin-secret-for-tests";
+
+async fn greeter_host() -> support::TestHost {
+    host_with(
+        SandboxConfig::default(),
+        HttpLimits {
+            admin_token: Some(ADMIN.into()),
+            ..Default::default()
+        },
+        &[("greeter", "greeter_v1.wasm", &["/greet"])],
+    )
+    .await
+}
+
+fn wasm(file: &str) -> Vec<u8> {
+    std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn upload(name: &str, bytes: Vec<u8>, token: Option<&str>) -> Request<Body> {
+    let mut r = Request::put(format!("/admin/components/{name}"))
+        .header("content-type", "application/wasm");
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(Body::from(bytes)).unwrap()
+}
+
+fn rollback(name: &str) -> Request<Body> {
+    Request::post(format!("/admin/components/{name}/rollback"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn version(app: &axum::Router) -> String {
+    let (response, body) = get(app, "/greet").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json(&body)["version"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_back_and_forth_under_load_fails_no_request() {
+    let h = greeter_host().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let app = h.app.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (response, body) = get(&app, "/greet").await;
+                    if response.status() == StatusCode::OK {
+                        ok += 1;
+                    } else {
+                        failed.push((
+                            response.status(),
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    for (file, expected) in [
+        ("greeter_v2.wasm", "v2"),
+        ("greeter_v1.wasm", "v1"),
+        ("greeter_v2.wasm", "v2"),
+        ("greeter_v1.wasm", "v1"),
+    ] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (response, body) = send(&h.app, upload("greeter", wasm(file), Some(ADMIN))).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(version(&h.app).await, expected, "after deploying {file}");
+    }
+    let (response, _) = send(&h.app, rollback("greeter")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        version(&h.app).await,
+        "v2",
+        "rolled back to the version before"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during swaps: {failed:?}"
+        );
+        served += ok;
+    }
+    assert!(served > 50, "only {served} requests were served under load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_swap_finishes_on_the_old_version() {
+    let h = greeter_host().await;
+    let app = h.app.clone();
+    let slow = tokio::spawn(async move { get(&app, "/greet/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!slow.is_finished(), "the slow request is still running");
+    let (response, _) = send(
+        &h.app,
+        upload("greeter", wasm("greeter_v2.wasm"), Some(ADMIN)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        version(&h.app).await,
+        "v2",
+        "new requests get the new version"
+    );
+    let (response, body) = slow.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json(&body)["version"],
+        "v1",
+        "the old request finished on the old version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_uploads_leave_the_running_version_serving() {
+    let h = greeter_host().await;
+    struct Rejected {
+        what: &'static str,
+        bytes: Vec<u8>,
+        token: Option<&'static str>,
+        status: StatusCode,
+        code: &'static str,
+        /// A part of the reason given.
+        mentions: &'static str,
+    }
+    let bad = |what, bytes, status, code, mentions| Rejected {
+        what,
+        bytes,
+        token: Some(ADMIN),
+        status,
+        code,
+        mentions,
+    };
+    let unauthorized = |what, token| Rejected {
+        what,
+        bytes: wasm("greeter_v2.wasm"),
+        token,
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        mentions: "",
+    };
+    let cases = [
+        bad(
+            "not wasm",
+            b"definitely not wasm".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "",
+        ),
+        bad(
+            "truncated",
+            wasm("greeter_v2.wasm")[..4096].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "",
+        ),
+        bad(
+            "wrong world",
+            wasm("not-a-handler.wasm"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_world",
+            "",
+        ),
+        bad(
+            "imports sockets",
+            wasm("rogue.wasm"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_world",
+            "wasi:sockets",
+        ),
+        unauthorized("no token", None),
+        unauthorized("wrong token", Some("guess")),
+    ];
+    for case in cases {
+        let what = case.what;
+        let (response, body) = send(&h.app, upload("greeter", case.bytes, case.token)).await;
+        assert_eq!(
+            response.status(),
+            case.status,
+            "{what}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(error_code(&body), case.code, "{what}");
+        let message = json(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains(case.mentions),
+            "{what}: the reason names {:?}: {message}",
+            case.mentions
+        );
+        assert_eq!(
+            version(&h.app).await,
+            "v1",
+            "{what}: the old version still serves"
+        );
+    }
+    let (response, _) = send(
+        &h.app,
+        upload("nobody", wasm("greeter_v2.wasm"), Some(ADMIN)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_shows_digests_and_previous_versions_and_rollback_needs_one() {
+    let h = greeter_host().await;
+    let (response, body) = send(&h.app, rollback("greeter")).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CONFLICT,
+        "nothing to roll back to yet"
+    );
+    assert_eq!(error_code(&body), "conflict");
+
+    let v2 = wasm("greeter_v2.wasm");
+    let (response, _) = send(&h.app, upload("greeter", v2.clone(), Some(ADMIN))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let list = Request::get("/admin/components")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (response, body) = send(&h.app, list).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let component = &json(&body)["components"][0];
+    assert_eq!(component["name"], "greeter");
+    assert_eq!(component["routes"], serde_json::json!(["/greet"]));
+    let digest: String = Sha256::digest(&v2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(component["current"]["digest"], digest);
+    assert_eq!(component["current"]["size"], v2.len());
+    let v1 = wasm("greeter_v1.wasm");
+    let v1_digest: String = Sha256::digest(&v1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(component["previous"][0]["digest"], v1_digest);
+    assert!(component["current"]["loadedAt"].as_u64().unwrap() > 0);
+
+    let (response, _) = send(&h.app, rollback("greeter")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(version(&h.app).await, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_there_is_no_admin_api() {
+    let h = host_with(
+        SandboxConfig::default(),
+        HttpLimits::default(),
+        &[("greeter", "greeter_v1.wasm", &["/greet"])],
+    )
+    .await;
+    let (response, _) = send(
+        &h.app,
+        upload("greeter", wasm("greeter_v2.wasm"), Some(ADMIN)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(version(&h.app).await, "v1");
+}
