@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod cache;
 pub mod db;
+pub mod deployments;
 pub mod http;
 pub mod registry;
 pub mod routes;
@@ -56,6 +57,9 @@ pub struct Settings {
     pub memory_cache_bytes: u64,
     /// Redis, if configured; otherwise the memory tier only.
     pub redis: Option<cache::RedisSettings>,
+    /// Where deployed components (`deployments/`) and compiled artifacts
+    /// (`compiled/`) are kept across restarts.
+    pub state_dir: PathBuf,
 }
 
 /// Connects the capabilities, loads the components and builds the router.
@@ -106,10 +110,14 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     let runtime = Arc::new(runtime::Runtime::new(
         settings.sandbox.clone(),
         capabilities,
+        Some(settings.state_dir.join("compiled")),
     )?);
     let registry = Arc::new(registry::Registry::from_manifest(
         &runtime,
         &settings.manifest,
+        Some(deployments::DeploymentStore::new(
+            settings.state_dir.join("deployments"),
+        )),
     )?);
     let state = http::AppState::new(runtime, registry, db, metrics, settings.http.clone());
     Ok(http::app(state))

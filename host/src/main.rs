@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Longest one Redis operation may take before the memory tier answers.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100)]
     redis_timeout_ms: u64,
+    /// Where deployed components and compiled artifacts are kept.
+    #[arg(long, env = "STATE_DIR", default_value = "data")]
+    state_dir: PathBuf,
     /// Token of the admin API (`/admin`); unset: the admin API is off.
     #[arg(long, env = "ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -110,6 +113,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.admin_token,
         },
         memory_cache_bytes: args.memory_cache_bytes,
+        state_dir: args.state_dir,
         redis: args.redis_url.map(|url| host::cache::RedisSettings {
             url,
             prefix: args.redis_prefix,

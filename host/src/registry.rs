@@ -8,6 +8,7 @@
 //! **Invariant:** only a component that compiled and type-checked against
 //! the `handler` world (a `LoadedComponent`) can be swapped in.
 
+use crate::deployments::DeploymentStore;
 use crate::routes::{Manifest, RouteTable};
 use crate::runtime::{LoadedComponent, Runtime};
 use anyhow::Context as _;
@@ -36,6 +37,8 @@ pub enum RegistryError {
     UnknownComponent(String),
     #[error("component {0:?} has no previous version to roll back to")]
     NoPreviousVersion(String),
+    #[error("could not record the deployment of {0:?}: {1}")]
+    Persist(String, std::io::Error),
 }
 
 /// A component's state, as listed by the admin API.
@@ -58,6 +61,8 @@ pub struct VersionInfo {
     pub size: usize,
     /// Milliseconds since the Unix epoch.
     pub loaded_at: u64,
+    /// Whether its compiled code came from the artifact cache.
+    pub compiled_from_cache: bool,
 }
 
 impl From<&LoadedComponent> for VersionInfo {
@@ -70,6 +75,7 @@ impl From<&LoadedComponent> for VersionInfo {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            compiled_from_cache: c.from_cache,
         }
     }
 }
@@ -80,35 +86,78 @@ pub struct Registry {
     routes: RouteTable,
     /// Name to slot.
     slots: BTreeMap<String, Slot>,
+    /// Where deployments are recorded; `None`: they last until shutdown.
+    store: Option<DeploymentStore>,
 }
 
 impl Registry {
-    /// Loads every component of the manifest at `path`. Fails, naming the
-    /// component, if any file is missing or does not fit the world.
-    pub fn from_manifest(runtime: &Runtime, path: &Path) -> anyhow::Result<Self> {
+    /// Loads every component of the manifest at `path`, or, for a component
+    /// deployed before (recorded in `store`), its deployed versions. Fails,
+    /// naming the component, if any file is missing or does not fit the
+    /// world.
+    pub fn from_manifest(
+        runtime: &Runtime,
+        path: &Path,
+        store: Option<DeploymentStore>,
+    ) -> anyhow::Result<Self> {
         let (manifest, dir) = Manifest::load(path)?;
         let mut slots = BTreeMap::new();
         for spec in &manifest.components {
-            let file = dir.join(&spec.file);
-            let bytes = std::fs::read(&file).with_context(|| {
-                format!("reading component {:?} from {}", spec.name, file.display())
-            })?;
-            let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
-                format!("loading component {:?} from {}", spec.name, file.display())
-            })?;
-            tracing::info!(component = %spec.name, digest = %loaded.digest, routes = ?spec.routes, "component loaded");
+            let deployed = match &store {
+                Some(store) => store
+                    .load(&spec.name)
+                    .with_context(|| format!("reading the deployments of {:?}", spec.name))?,
+                None => None,
+            };
+            let was_deployed = deployed.is_some();
+            let mut versions = Vec::new();
+            match deployed {
+                Some(recorded) => {
+                    for crate::deployments::StoredVersion { digest, bytes } in recorded {
+                        let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
+                            format!(
+                                "loading deployed version {digest} of {:?} (remove its deployments directory to serve the manifest's file)",
+                                spec.name
+                            )
+                        })?;
+                        versions.push(Arc::new(loaded));
+                    }
+                }
+                None => {
+                    let file = dir.join(&spec.file);
+                    let bytes = std::fs::read(&file).with_context(|| {
+                        format!("reading component {:?} from {}", spec.name, file.display())
+                    })?;
+                    let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
+                        format!("loading component {:?} from {}", spec.name, file.display())
+                    })?;
+                    versions.push(Arc::new(loaded));
+                }
+            }
+            // `versions` is never empty: one per recorded digest (at least
+            // one) or the manifest's file.
+            let current = versions.pop().expect("at least one version");
+            tracing::info!(
+                component = %spec.name,
+                digest = %current.digest,
+                deployed = was_deployed,
+                from_cache = current.from_cache,
+                routes = ?spec.routes,
+                "component loaded"
+            );
             slots.insert(
                 spec.name.clone(),
                 Slot {
                     routes: spec.routes.clone(),
-                    current: ArcSwap::from_pointee(loaded),
-                    previous: Mutex::new(Vec::new()),
+                    current: ArcSwap::new(current),
+                    previous: Mutex::new(versions),
                 },
             );
         }
         Ok(Self {
             routes: RouteTable::new(&manifest.components),
             slots,
+            store,
         })
     }
 
@@ -134,9 +183,40 @@ impl Registry {
         slot.previous.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records the versions `previous` + `current` of `name`, oldest first,
+    /// with their bytes.
+    fn persist(
+        &self,
+        name: &str,
+        previous: &[Arc<LoadedComponent>],
+        current: &LoadedComponent,
+    ) -> Result<(), RegistryError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for version in previous
+            .iter()
+            .map(AsRef::as_ref)
+            .chain(std::iter::once(current))
+        {
+            store
+                .save_version(name, &version.digest, &version.bytes)
+                .map_err(|e| RegistryError::Persist(name.to_string(), e))?;
+        }
+        let digests: Vec<String> = previous
+            .iter()
+            .map(|v| v.digest.clone())
+            .chain(std::iter::once(current.digest.clone()))
+            .collect();
+        store
+            .save_history(name, &digests)
+            .map_err(|e| RegistryError::Persist(name.to_string(), e))
+    }
+
     /// Makes `version` the serving version of `name`; the old one is kept
-    /// for rollback. Requests in flight finish on the version they started
-    /// on.
+    /// for rollback. The new state is recorded before the swap, so a failure
+    /// to record it changes nothing. Requests in flight finish on the
+    /// version they started on.
     pub fn deploy(
         &self,
         name: &str,
@@ -144,11 +224,14 @@ impl Registry {
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         let mut previous = Self::lock(slot);
-        let old = slot.current.swap(Arc::new(version));
-        previous.push(old);
-        if previous.len() > HISTORY {
-            previous.remove(0);
+        let mut kept: Vec<Arc<LoadedComponent>> = previous.clone();
+        kept.push(slot.current.load_full());
+        if kept.len() > HISTORY {
+            kept.remove(0);
         }
+        self.persist(name, &kept, &version)?;
+        slot.current.store(Arc::new(version));
+        *previous = kept;
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component deployed");
         Ok(self.info(name, slot))
@@ -158,9 +241,11 @@ impl Registry {
     pub fn rollback(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         let mut previous = Self::lock(slot);
-        let Some(back) = previous.pop() else {
+        let Some(back) = previous.last().cloned() else {
             return Err(RegistryError::NoPreviousVersion(name.to_string()));
         };
+        self.persist(name, &previous[..previous.len() - 1], &back)?;
+        previous.pop();
         slot.current.store(back);
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");

@@ -60,6 +60,18 @@ impl Manifest {
         let mut names = std::collections::HashSet::new();
         let mut routes = std::collections::HashSet::new();
         for c in &self.components {
+            // Names become directory names under the state directory.
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                bail!(
+                    "component name {:?} must be letters, digits, '-' or '_'",
+                    c.name
+                );
+            }
             if !names.insert(c.name.as_str()) {
                 bail!("component {:?} is listed twice", c.name);
             }
@@ -150,6 +162,18 @@ mod tests {
         );
         assert_eq!(table.resolve("/api/marketplacex"), None);
         assert_eq!(table.resolve("/"), None);
+    }
+
+    #[test]
+    fn a_component_name_that_is_not_path_safe_is_refused() {
+        for name in ["../etc", "a/b", "", "sp ace"] {
+            let manifest = Manifest {
+                dir: ".".into(),
+                components: vec![spec(name, &["/x"])],
+            };
+            let err = manifest.validate().unwrap_err().to_string();
+            assert!(err.contains("must be letters"), "{name}: {err}");
+        }
     }
 
     #[test]

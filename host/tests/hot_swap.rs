@@ -293,3 +293,75 @@ async fn without_an_admin_token_there_is_no_admin_api() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(version(&h.app).await, "v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_version_survives_a_restart_without_being_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
+    let http = || HttpLimits {
+        admin_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    let first = support::build_in(
+        dir.path(),
+        None,
+        None,
+        SandboxConfig::default(),
+        http(),
+        routes,
+    )
+    .await;
+    let (response, _) = send(
+        &first,
+        upload("greeter", wasm("greeter_v2.wasm"), Some(ADMIN)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(first);
+
+    let second = support::build_in(
+        dir.path(),
+        None,
+        None,
+        SandboxConfig::default(),
+        http(),
+        routes,
+    )
+    .await;
+    assert_eq!(
+        version(&second).await,
+        "v2",
+        "the deployed version serves after a restart"
+    );
+    let list = Request::get("/admin/components")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (_, body) = send(&second, list).await;
+    let component = &json(&body)["components"][0];
+    assert_eq!(
+        component["current"]["compiledFromCache"], true,
+        "{component}"
+    );
+    assert_eq!(
+        component["previous"][0]["compiledFromCache"], true,
+        "{component}"
+    );
+
+    // The history survived too: rolling back returns to v1, and that
+    // survives another restart.
+    let (response, _) = send(&second, rollback("greeter")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(version(&second).await, "v1");
+    drop(second);
+    let third = support::build_in(
+        dir.path(),
+        None,
+        None,
+        SandboxConfig::default(),
+        http(),
+        routes,
+    )
+    .await;
+    assert_eq!(version(&third).await, "v1");
+}

@@ -130,6 +130,10 @@ impl From<RegistryError> for AppError {
         match err {
             RegistryError::UnknownComponent(_) => Self::NotFound(err.to_string()),
             RegistryError::NoPreviousVersion(_) => Self::Conflict(err.to_string()),
+            RegistryError::Persist(..) => {
+                tracing::error!(error = %err, "deployment not recorded; nothing swapped");
+                Self::Internal
+            }
         }
     }
 }

@@ -26,10 +26,12 @@ use anyhow::Context as _;
 use bindings::marketplace::host::types;
 use invocation::Invocation;
 use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
@@ -130,8 +132,12 @@ pub struct LoadedComponent {
     pub digest: String,
     /// Size of those bytes.
     pub size: usize,
+    /// The `.wasm` bytes, so the version can be recorded on disk.
+    pub bytes: Arc<[u8]>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// Whether its compiled code came from the artifact cache.
+    pub from_cache: bool,
     /// Pre-instantiated with the linker: imports resolved and type-checked.
     pre: bindings::HandlerPre<Invocation>,
 }
@@ -161,12 +167,20 @@ pub struct Runtime {
     linker: Linker<Invocation>,
     sandbox: SandboxConfig,
     capabilities: Capabilities,
+    /// Where compiled components are kept by digest; `None`: not kept.
+    artifacts: Option<PathBuf>,
     _ticker: TickerGuard,
 }
 
 impl Runtime {
-    /// Builds the engine and linker and starts the epoch ticker.
-    pub fn new(sandbox: SandboxConfig, capabilities: Capabilities) -> anyhow::Result<Self> {
+    /// Builds the engine and linker and starts the epoch ticker. Compiled
+    /// components are kept in `artifacts`, if given, so that loading the same
+    /// bytes again (after a restart, say) does not compile them again.
+    pub fn new(
+        sandbox: SandboxConfig,
+        capabilities: Capabilities,
+        artifacts: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(&sandbox))
             .map_err(anyhow::Error::from)
             .context("building the wasm engine")?;
@@ -195,6 +209,7 @@ impl Runtime {
             linker,
             sandbox,
             capabilities,
+            artifacts,
             _ticker: TickerGuard(stop),
         })
     }
@@ -207,8 +222,8 @@ impl Runtime {
     /// Compiles `bytes` and checks them against the `handler` world. Nothing
     /// is replaced or served until this succeeds.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
-        let component = wasmtime::component::Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let digest = hex(&Sha256::digest(bytes));
+        let (component, from_cache) = self.compile(&digest, bytes)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -217,11 +232,51 @@ impl Runtime {
             bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(LoadedComponent {
             name: name.to_string(),
-            digest: hex(&Sha256::digest(bytes)),
+            digest,
             size: bytes.len(),
+            bytes: bytes.into(),
             loaded_at: SystemTime::now(),
+            from_cache,
             pre,
         })
+    }
+
+    /// The compiled component for `bytes`: from the artifact cache if it is
+    /// there, else compiled (and then kept there).
+    fn compile(&self, digest: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
+        let artifact = self.artifacts.as_ref().map(|dir| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            self.engine
+                .precompile_compatibility_hash()
+                .hash(&mut hasher);
+            dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+        });
+        if let Some(path) = artifact.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: deserializing runs the machine code in the file. The
+            // artifact directory holds only files this host wrote from
+            // `Component::serialize` of a component it compiled and
+            // validated itself, named by the source's digest and the
+            // engine's compatibility hash; it is trusted like the binary.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unusable compiled artifact; compiling again")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(path) = artifact {
+            match component.serialize() {
+                Ok(code) => {
+                    if let Err(e) = crate::deployments::write_atomically(&path, &code) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled artifact");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not serialize the compiled component"),
+            }
+        }
+        Ok((component, false))
     }
 
     /// Runs `request` through a fresh instance of `component`.

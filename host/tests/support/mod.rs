@@ -73,29 +73,7 @@ pub async fn host_on(
     routes: &[(&str, &str, &[&str])],
 ) -> TestHost {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut manifest = format!("dir = {:?}\n", components_dir().display().to_string());
-    for (name, file, prefixes) in routes {
-        manifest.push_str(&format!(
-            "[[component]]\nname = {name:?}\nfile = {file:?}\nroutes = {prefixes:?}\n"
-        ));
-    }
-    let manifest_path = dir.path().join("components.toml");
-    std::fs::write(&manifest_path, manifest).expect("manifest written");
-    let settings = Settings {
-        database_url: database_url
-            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("test.db").display())),
-        db: host::db::DbOptions {
-            acquire_timeout: std::time::Duration::from_millis(500),
-            ..host::db::DbOptions::default()
-        },
-        demo_agents: host::DEMO_AGENTS,
-        manifest: manifest_path,
-        sandbox,
-        http,
-        memory_cache_bytes: 16 << 20,
-        redis,
-    };
-    let app = host::build(&settings).await.expect("host builds");
+    let app = build_in(dir.path(), database_url, redis, sandbox, http, routes).await;
     TestHost { app, _dir: dir }
 }
 
@@ -147,4 +125,40 @@ pub async fn counter(app: &Router, endpoint: &str, tier: &str, outcome: &str) ->
         .find_map(|l| l.strip_prefix(&series))
         .map(|v| v.trim().parse().expect("a counter value"))
         .unwrap_or(0)
+}
+
+/// A host whose database (by default), manifest and state live in `dir`:
+/// building a second one in the same directory is a restart.
+pub async fn build_in(
+    dir: &std::path::Path,
+    database_url: Option<String>,
+    redis: Option<host::cache::RedisSettings>,
+    sandbox: SandboxConfig,
+    http: HttpLimits,
+    routes: &[(&str, &str, &[&str])],
+) -> Router {
+    let mut manifest = format!("dir = {:?}\n", components_dir().display().to_string());
+    for (name, file, prefixes) in routes {
+        manifest.push_str(&format!(
+            "[[component]]\nname = {name:?}\nfile = {file:?}\nroutes = {prefixes:?}\n"
+        ));
+    }
+    let manifest_path = dir.join("components.toml");
+    std::fs::write(&manifest_path, manifest).expect("manifest written");
+    let settings = Settings {
+        database_url: database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("test.db").display())),
+        db: host::db::DbOptions {
+            acquire_timeout: std::time::Duration::from_millis(500),
+            ..host::db::DbOptions::default()
+        },
+        demo_agents: host::DEMO_AGENTS,
+        manifest: manifest_path,
+        sandbox,
+        http,
+        memory_cache_bytes: 16 << 20,
+        redis,
+        state_dir: dir.join("state"),
+    };
+    host::build(&settings).await.expect("host builds")
 }

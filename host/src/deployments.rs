@@ -1,0 +1,83 @@
+//! Deployed component versions on disk, so a deploy survives a restart.
+//!
+//! Under `{state_dir}/deployments/{component}/`: each uploaded version as
+//! `{digest}.wasm`, and `history`, the digests of the versions kept, oldest
+//! first, the last one serving. Files are written to a temporary name and
+//! renamed, so a crash never leaves a half-written version or history.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One recorded version of a component.
+pub struct StoredVersion {
+    /// Hex SHA-256 of `bytes`.
+    pub digest: String,
+    /// The `.wasm` bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The deployments directory.
+#[derive(Debug, Clone)]
+pub struct DeploymentStore {
+    /// `{state_dir}/deployments`.
+    dir: PathBuf,
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl DeploymentStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn component_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Keeps the bytes of a version.
+    pub fn save_version(&self, name: &str, digest: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.component_dir(name).join(format!("{digest}.wasm"));
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)
+    }
+
+    /// Records the versions kept, oldest first, the last one serving.
+    pub fn save_history(&self, name: &str, digests: &[String]) -> io::Result<()> {
+        write_atomically(
+            &self.component_dir(name).join("history"),
+            digests.join("\n").as_bytes(),
+        )
+    }
+
+    /// The versions recorded for `name`, oldest first, with their bytes;
+    /// `None` if it was never deployed.
+    pub fn load(&self, name: &str) -> io::Result<Option<Vec<StoredVersion>>> {
+        let history = match std::fs::read_to_string(self.component_dir(name).join("history")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut versions = Vec::new();
+        for digest in history.lines().filter(|l| !l.is_empty()) {
+            let bytes = std::fs::read(self.component_dir(name).join(format!("{digest}.wasm")))?;
+            versions.push(StoredVersion {
+                digest: digest.to_string(),
+                bytes,
+            });
+        }
+        Ok((!versions.is_empty()).then_some(versions))
+    }
+}
