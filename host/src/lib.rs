@@ -24,6 +24,7 @@ pub mod registry;
 pub mod routes;
 pub mod runtime;
 pub mod seed;
+pub mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub struct Settings {
     /// Where deployed components (`deployments/`) and compiled artifacts
     /// (`compiled/`) are kept across restarts.
     pub state_dir: PathBuf,
+    /// Whether to deploy a component when its file in the manifest's
+    /// directory changes.
+    pub watch_components: bool,
 }
 
 /// Connects the capabilities, loads the components and builds the router.
@@ -119,6 +123,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
             settings.state_dir.join("deployments"),
         )),
     )?);
+    if settings.watch_components {
+        let (manifest, dir) = routes::Manifest::load(&settings.manifest)?;
+        let files = manifest
+            .components
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.file.file_name()?.to_os_string())))
+            .collect();
+        watch::spawn(&dir, files, runtime.clone(), registry.clone())?;
+    }
     let state = http::AppState::new(runtime, registry, db, metrics, settings.http.clone());
     Ok(http::app(state))
 }

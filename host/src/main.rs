@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Where deployed components and compiled artifacts are kept.
     #[arg(long, env = "STATE_DIR", default_value = "data")]
     state_dir: PathBuf,
+    /// Deploy a component when its file in the manifest's directory
+    /// changes.
+    #[arg(long, env = "WATCH_COMPONENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_components: bool,
     /// Token of the admin API (`/admin`); unset: the admin API is off.
     #[arg(long, env = "ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -114,6 +118,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         memory_cache_bytes: args.memory_cache_bytes,
         state_dir: args.state_dir,
+        watch_components: args.watch_components,
         redis: args.redis_url.map(|url| host::cache::RedisSettings {
             url,
             prefix: args.redis_prefix,

@@ -167,6 +167,13 @@ impl Registry {
         self.slots.get(name).map(|s| s.current.load_full())
     }
 
+    /// The digest of the version of `name` serving now.
+    pub fn current_digest(&self, name: &str) -> Option<String> {
+        self.slots
+            .get(name)
+            .map(|s| s.current.load().digest.clone())
+    }
+
     /// Whether a component of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.slots.contains_key(name)

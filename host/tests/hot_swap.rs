@@ -365,3 +365,53 @@ async fn a_deployed_version_survives_a_restart_without_being_compiled_again() {
     .await;
     assert_eq!(version(&third).await, "v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_file_swaps_the_component_and_a_half_written_file_is_never_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = dir.path().join("components");
+    std::fs::create_dir(&components).unwrap();
+    let file = components.join("greeter.wasm");
+    std::fs::write(&file, wasm("greeter_v1.wasm")).unwrap();
+    let manifest = format!(
+        "dir = {:?}\n[[component]]\nname = \"greeter\"\nfile = \"greeter.wasm\"\nroutes = [\"/greet\"]\n",
+        components.display().to_string()
+    );
+    let app = support::build_with(
+        dir.path(),
+        &manifest,
+        true,
+        None,
+        None,
+        SandboxConfig::default(),
+        HttpLimits::default(),
+    )
+    .await;
+    assert_eq!(version(&app).await, "v1");
+
+    // Published the safe way: written aside, then renamed over the file.
+    let aside = components.join(".greeter.wasm.new");
+    std::fs::write(&aside, wasm("greeter_v2.wasm")).unwrap();
+    std::fs::rename(&aside, &file).unwrap();
+    wait_for_version(&app, "v2").await;
+
+    // Written in place, in two halves with a pause: the first half is not a
+    // component and never serves; the whole file does.
+    let v1 = wasm("greeter_v1.wasm");
+    std::fs::write(&file, &v1[..v1.len() / 2]).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(version(&app).await, "v2", "a half-written file was loaded");
+    std::fs::write(&file, &v1).unwrap();
+    wait_for_version(&app, "v1").await;
+}
+
+async fn wait_for_version(app: &axum::Router, expected: &str) {
+    let started = std::time::Instant::now();
+    while version(app).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never switched to {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

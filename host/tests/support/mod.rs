@@ -143,6 +143,20 @@ pub async fn build_in(
             "[[component]]\nname = {name:?}\nfile = {file:?}\nroutes = {prefixes:?}\n"
         ));
     }
+    build_with(dir, &manifest, false, database_url, redis, sandbox, http).await
+}
+
+/// A host in `dir` with the manifest `manifest`, watching its components'
+/// files if `watch`.
+pub async fn build_with(
+    dir: &std::path::Path,
+    manifest: &str,
+    watch: bool,
+    database_url: Option<String>,
+    redis: Option<host::cache::RedisSettings>,
+    sandbox: SandboxConfig,
+    http: HttpLimits,
+) -> Router {
     let manifest_path = dir.join("components.toml");
     std::fs::write(&manifest_path, manifest).expect("manifest written");
     let settings = Settings {
@@ -159,6 +173,7 @@ pub async fn build_in(
         memory_cache_bytes: 16 << 20,
         redis,
         state_dir: dir.join("state"),
+        watch_components: watch,
     };
     host::build(&settings).await.expect("host builds")
 }
