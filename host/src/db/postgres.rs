@@ -154,10 +154,9 @@ fn classify(err: sqlx::Error) -> DbError {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => DbError::Unavailable(err.to_string()),
-        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
-            DbError::Unavailable(err.to_string())
-        }
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => DbError::Unavailable(err.to_string()),
         _ => DbError::Other(err.to_string()),
     }
 }

@@ -192,7 +192,8 @@ async fn dispatch(
                 )
             })
             .collect(),
-        body: body.to_vec(),
+        // Reuses the buffer when it is not shared: no copy on the way in.
+        body: body.into(),
         principal,
     };
     let response = state.inner.runtime.invoke(&component, request).await?;
