@@ -1,7 +1,5 @@
 //! Authentication in the host, and serving while the database is away.
 
-mod support;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use host::http::HttpLimits;

@@ -1,8 +1,6 @@
 //! The runtime and sandbox over HTTP: routing, pass-through, traps,
 //! deadlines, memory caps, the in-flight bound, and load-time checks.
 
-mod support;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use host::runtime::SandboxConfig;

@@ -3,8 +3,6 @@
 //! uses the same SQL on both engines, except the DDL of the value table,
 //! where the engines' type names differ.
 
-mod support;
-
 use host::db::{Database, DbError, DbOptions, Rows, Statement, Value};
 use host::seed::{self, DemoSpec, SeedOutcome};
 use std::any::Any;

@@ -1,8 +1,6 @@
 //! Hot swap through the admin API: deploy, list and roll back while
 //! serving.
 
-mod support;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use host::http::HttpLimits;

@@ -1,8 +1,6 @@
-//! Shared set-up for the host's integration tests: a fresh SQLite database
+//! Shared set-up for the tests of the whole system: a fresh SQLite database
 //! and manifest in a temporary directory per test, and the components built
 //! by `cargo xtask test`.
-
-#![allow(dead_code)] // each test binary uses a different part of this
 
 use axum::Router;
 use axum::body::Body;

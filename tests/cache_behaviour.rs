@@ -2,8 +2,6 @@
 //! a real Redis (`REDIS_URL`, a fresh key prefix per test; never skipped
 //! under CI) through the tiered cache components use.
 
-mod support;
-
 use host::cache::{Cache, CacheMetrics, MemoryCache, RedisCache, Stamp, TieredCache};
 use std::sync::Arc;
 use std::time::Duration;

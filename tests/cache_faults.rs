@@ -1,8 +1,6 @@
 //! The cache when Redis fails: a proxy the test controls stands between the
 //! host and the machine's Redis (`REDIS_URL`), and is cut and restored.
 
-mod support;
-
 use axum::http::StatusCode;
 use host::cache::{Cache, CacheMetrics, MemoryCache, RedisCache, Stamp, TieredCache};
 use host::http::HttpLimits;
