@@ -1,6 +1,7 @@
 //! Shared set-up for the tests of the whole system: a fresh SQLite database
-//! and manifest in a temporary directory per test, and the components built
-//! by `cargo xtask test`.
+//! and manifest in a temporary directory per test, the components built by
+//! `cargo xtask test`, and hosts reached through their router or over real
+//! HTTP ([`serve`]).
 
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +16,7 @@ use tower::ServiceExt;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod served;
 
 /// Where `cargo xtask` puts the built components.
 pub fn components_dir() -> PathBuf {
@@ -39,13 +41,11 @@ pub struct TestHost {
     pub _dir: tempfile::TempDir,
 }
 
-/// The default test routes: categories, and the fixtures under `/fixture`.
+/// The default test routes: the product's routes (as in `components.toml`)
+/// and the fixtures under `/fixture`.
 pub const DEFAULT_ROUTES: &[(&str, &str, &[&str])] = &[
-    (
-        "categories",
-        "categories.wasm",
-        &["/api/marketplace/categories"],
-    ),
+    ("marketplace", "marketplace.wasm", &["/api/marketplace"]),
+    ("templates", "templates.wasm", &["/api/templates"]),
     ("fixtures", "fixtures.wasm", &["/fixture"]),
 ];
 

@@ -1,11 +1,30 @@
-//! Guest-side kit shared by every handler component.
+//! Guest-side kit shared by every handler component, so that endpoint code
+//! stays short.
 //!
 //! - [`bindings`]: the `handler` world, generated once here by wit-bindgen.
 //!   Components export themselves with [`export_handler!`].
-//! - [`json`], [`error`]: responses in the API's JSON shapes.
+//! - [`Query`]: query parameters with defaults, ranges and choices; a bad
+//!   one is a 400 naming it.
+//! - [`Key`]: cache keys whose parts are encoded so that different
+//!   parameter sets never share one.
+//! - [`json_body`]: request bodies parsed into a type; a bad one is a 400
+//!   naming the field.
+//! - [`json`], [`error`], [`db_error`]: responses in the API's JSON shapes.
 //! - [`with_cache`]: cache-aside over the `cache` import, mirroring the
-//!   original service's `withCache(key, ttl, tags, compute)`.
+//!   original service's `withCache(key, ttl, tags, compute)`, with an ETag;
+//!   [`conditional`] answers a matching `If-None-Match` with 304.
+//! - [`RowView`]: typed access to result rows by column name.
 //! - [`Ttl`]: the TTL constants of the spec.
+
+mod body;
+mod cached;
+mod key;
+mod params;
+
+pub use body::{invalid_field, json_body, write_request};
+pub use cached::{conditional, etag_of, with_cache};
+pub use key::Key;
+pub use params::Query;
 
 // Generated code: lifting a record of many fields takes many arguments.
 #[allow(clippy::too_many_arguments)]
@@ -93,30 +112,6 @@ pub fn header(name: &str, value: &str) -> Header {
     }
 }
 
-/// Cache-aside: the bytes under `key` if cached (`X-Cache: HIT`); otherwise
-/// `compute` runs, and a 200 result is stored under `key` for `ttl` seconds
-/// with `tags` before being returned (`X-Cache: MISS`). Non-200 responses
-/// are never cached.
-pub fn with_cache(
-    key: &str,
-    ttl: u32,
-    tags: &[&str],
-    compute: impl FnOnce() -> Response,
-) -> Response {
-    if let Some(body) = cache::get(key) {
-        let mut r = raw_json(200, body);
-        r.headers.push(header("x-cache", "HIT"));
-        return r;
-    }
-    let mut r = compute();
-    if r.status == 200 {
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        cache::set(key, &r.body, ttl, &tags);
-        r.headers.push(header("x-cache", "MISS"));
-    }
-    r
-}
-
 /// Typed access to a result row by column name.
 pub struct RowView<'a> {
     columns: &'a [String],
@@ -149,6 +144,34 @@ impl<'a> RowView<'a> {
         }
     }
 
+    /// `column` as a boolean: SQLite gives booleans back as integers.
+    pub fn boolean(&self, column: &str) -> bool {
+        match self.get(column) {
+            Value::Boolean(b) => *b,
+            Value::Int(i) => *i != 0,
+            _ => false,
+        }
+    }
+
+    /// `column` as a float; 0 when null or not numeric.
+    pub fn float(&self, column: &str) -> f64 {
+        match self.get(column) {
+            Value::Float(f) => *f,
+            Value::Int(i) => *i as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// `column`, JSON stored as text, parsed; `null` when it does not parse.
+    pub fn json(&self, column: &str) -> serde_json::Value {
+        serde_json::from_str(&self.text(column)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `column`, milliseconds since the epoch, as an RFC 3339 UTC time.
+    pub fn time(&self, column: &str) -> String {
+        rfc3339(self.int(column))
+    }
+
     /// `column` as an integer; 0 when null or not numeric.
     pub fn int(&self, column: &str) -> i64 {
         match self.get(column) {
@@ -158,4 +181,78 @@ impl<'a> RowView<'a> {
             _ => 0,
         }
     }
+}
+
+/// `ms` milliseconds since the Unix epoch as an RFC 3339 UTC time with
+/// millisecond precision, such as `2026-11-23T09:30:00.000Z`.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The host's wall clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new random identifier: `prefix`, a dash and 32 hex digits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// 404 `not_found`.
+pub fn not_found(message: &str) -> Response {
+    error(404, "not_found", message)
+}
+
+/// 405 `method_not_allowed` with the `Allow` header.
+pub fn method_not_allowed(allowed: &[&str]) -> Response {
+    let mut r = error(
+        405,
+        "method_not_allowed",
+        &format!("this resource allows {}", allowed.join(", ")),
+    );
+    r.headers.push(header("allow", &allowed.join(", ")));
+    r
+}
+
+/// The caller, or 401 `unauthorized` when the request carried no token.
+pub fn require_principal(req: &Request) -> Result<&Principal, Response> {
+    req.principal.as_ref().ok_or_else(|| {
+        let mut r = error(
+            401,
+            "unauthorized",
+            "this endpoint needs an `Authorization: Bearer <token>` header",
+        );
+        r.headers.push(header("www-authenticate", "Bearer"));
+        r
+    })
+}
+
+/// One path segment, percent-decoded; none when it does not decode to UTF-8.
+pub fn path_segment(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// A `LIKE` pattern (for `ESCAPE '\'`) matching `text` anywhere, with
+/// LIKE's wildcards in `text` taken literally. `text` is lower-cased: compare
+/// it with `LOWER(column)` for a case-insensitive search.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }

@@ -108,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin)
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -119,6 +120,14 @@ pub fn app(state: AppState) -> Router {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The OpenAPI document of the whole API (`openapi.json` at the
+/// repository's root), compiled into the binary.
+pub const OPENAPI: &str = include_str!("../../../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Cache counters in the Prometheus text format.
@@ -201,7 +210,7 @@ async fn dispatch(
 }
 
 /// Turns a component's response into an HTTP one, unchanged except that a
-/// missing `content-type` becomes `application/json`.
+/// missing `content-type` becomes `application/json` (but for a 304).
 fn into_http(response: ComponentResponse, component: &str) -> Result<Response, AppError> {
     let status = StatusCode::from_u16(response.status).map_err(|_| AppError::ComponentFailed)?;
     let mut out = (status, response.body).into_response();
@@ -221,7 +230,8 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
             }
         }
     }
-    if !out_headers.contains_key(header::CONTENT_TYPE) {
+    // A 304 has no body to describe.
+    if status != StatusCode::NOT_MODIFIED && !out_headers.contains_key(header::CONTENT_TYPE) {
         out_headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -1,0 +1,135 @@
+//! Query-parameter parsing and validation.
+//!
+//! Every accessor takes the parameter's name and returns either its value,
+//! with the default applied, or a 400 `invalid_parameter` response whose
+//! message names the parameter. An empty value counts as absent, a parameter
+//! given twice is an error, and [`Query::only`] rejects parameters the
+//! endpoint does not know, so that a typo is an error rather than a silently
+//! ignored filter.
+
+use crate::{Response, error};
+
+/// The query pairs of a request.
+pub struct Query<'a> {
+    pairs: &'a [(String, String)],
+}
+
+/// How much of a bad value is quoted back in an error message.
+const QUOTE_MAX: usize = 40;
+
+impl<'a> Query<'a> {
+    pub fn new(pairs: &'a [(String, String)]) -> Self {
+        Query { pairs }
+    }
+
+    /// Fails with 400 on a parameter whose name is not in `known`.
+    pub fn only(&self, known: &[&str]) -> Result<(), Response> {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some((k, _)) if known.is_empty() => Err(invalid(&format!(
+                "unknown parameter `{}`: this endpoint takes none",
+                quote(k)
+            ))),
+            Some((k, _)) => Err(invalid(&format!(
+                "unknown parameter `{}`; expected one of: {}",
+                quote(k),
+                known.join(", ")
+            ))),
+        }
+    }
+
+    /// The raw value of `name`: none when absent or empty, 400 when repeated.
+    pub fn raw(&self, name: &str) -> Result<Option<&'a str>, Response> {
+        let mut found = None;
+        for (k, v) in self.pairs {
+            if k == name {
+                if found.is_some() {
+                    return Err(invalid(&format!("`{name}` is given more than once")));
+                }
+                found = Some(v.as_str());
+            }
+        }
+        Ok(found.filter(|v| !v.is_empty()))
+    }
+
+    /// Free text of at most `max_chars` characters.
+    pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<&'a str>, Response> {
+        let value = self.raw(name)?;
+        match value {
+            Some(v) if v.chars().count() > max_chars => Err(invalid(&format!(
+                "`{name}` must be at most {max_chars} characters long"
+            ))),
+            Some(v) if v.chars().any(char::is_control) => Err(invalid(&format!(
+                "`{name}` must not contain control characters"
+            ))),
+            _ => Ok(value),
+        }
+    }
+
+    /// An integer in `min..=max`, `default` when absent.
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, Response> {
+        let Some(v) = self.raw(name)? else {
+            return Ok(default);
+        };
+        match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(&format!(
+                "`{name}` must be an integer from {min} to {max}, not \"{}\"",
+                quote(v)
+            ))),
+        }
+    }
+
+    /// `true` or `false`; none when absent.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, Response> {
+        match self.raw(name)? {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(invalid(&format!(
+                "`{name}` must be true or false, not \"{}\"",
+                quote(v)
+            ))),
+        }
+    }
+
+    /// One of `allowed`; none when absent.
+    pub fn choice(
+        &self,
+        name: &str,
+        allowed: &[&'static str],
+    ) -> Result<Option<&'static str>, Response> {
+        match self.raw(name)? {
+            None => Ok(None),
+            Some(v) => allowed
+                .iter()
+                .find(|a| **a == v)
+                .map(|a| Some(*a))
+                .ok_or_else(|| {
+                    invalid(&format!(
+                        "`{name}` must be one of {}, not \"{}\"",
+                        allowed.join(", "),
+                        quote(v)
+                    ))
+                }),
+        }
+    }
+}
+
+/// The 400 response for a bad parameter.
+fn invalid(message: &str) -> Response {
+    error(400, "invalid_parameter", message)
+}
+
+/// `s`, cut to a length fit for quoting in a message.
+fn quote(s: &str) -> String {
+    let mut out: String = s.chars().take(QUOTE_MAX).collect();
+    if s.chars().count() > QUOTE_MAX {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}

@@ -1,0 +1,301 @@
+//! The read endpoints: browse, trending, featured, categories and details.
+
+use guest::{
+    Key, Query, Request, Response, RowView, Ttl, Value, db, db_error, json, not_found, now_ms,
+    with_cache,
+};
+use serde::Serialize;
+
+/// The columns of an agent, from `agents a JOIN categories c`.
+const COLUMNS: &str = "a.id, a.slug, a.name, a.description, c.slug AS category, \
+     c.name AS category_name, a.tags, a.publisher, a.featured, a.install_count, a.rating, \
+     a.created_at, a.updated_at";
+const FROM: &str = "FROM agents a JOIN categories c ON c.id = a.category_id";
+/// Installs per agent since `$1`: the trending window.
+const RECENT: &str = "LEFT JOIN (SELECT agent_id, COUNT(*) AS n FROM installations \
+     WHERE created_at >= $1 GROUP BY agent_id) r ON r.agent_id = a.id";
+
+/// The trending window.
+const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+/// How many featured agents the featured list shows at most.
+const FEATURED_MAX: i64 = 50;
+/// The largest `offset` a listing accepts.
+pub const MAX_OFFSET: i64 = 1_000_000;
+/// The longest `query` and `category` a listing accepts, in characters.
+const MAX_TEXT: usize = 200;
+
+const SORTS: &[&str] = &["trending", "popular", "newest", "rating", "name"];
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Agent {
+    id: String,
+    slug: String,
+    name: String,
+    description: String,
+    category: String,
+    category_name: String,
+    tags: serde_json::Value,
+    publisher: String,
+    featured: bool,
+    install_count: i64,
+    rating: f64,
+    created_at: String,
+    updated_at: String,
+    /// Installs in the last 7 days, where the query computed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent_installs: Option<i64>,
+}
+
+fn agent(r: &RowView) -> Agent {
+    let has_recent = !matches!(r.get("recent_installs"), Value::Null);
+    Agent {
+        id: r.text("id"),
+        slug: r.text("slug"),
+        name: r.text("name"),
+        description: r.text("description"),
+        category: r.text("category"),
+        category_name: r.text("category_name"),
+        tags: r.json("tags"),
+        publisher: r.text("publisher"),
+        featured: r.boolean("featured"),
+        install_count: r.int("install_count"),
+        rating: r.float("rating"),
+        created_at: r.time("created_at"),
+        updated_at: r.time("updated_at"),
+        recent_installs: has_recent.then(|| r.int("recent_installs")),
+    }
+}
+
+fn agents(rows: &db::Rows) -> Vec<Agent> {
+    RowView::all(rows).map(|r| agent(&r)).collect()
+}
+
+/// The parameters of a browse, defaults applied.
+struct Browse<'a> {
+    query: Option<&'a str>,
+    category: Option<&'a str>,
+    featured: Option<bool>,
+    sort: &'static str,
+    limit: i64,
+    offset: i64,
+}
+
+impl<'a> Browse<'a> {
+    fn parse(req: &'a Request) -> Result<Self, Response> {
+        let q = Query::new(&req.query);
+        q.only(&["query", "category", "featured", "sortBy", "limit", "offset"])?;
+        Ok(Browse {
+            query: q.text("query", MAX_TEXT)?,
+            category: q.text("category", MAX_TEXT)?,
+            featured: q.boolean("featured")?,
+            sort: q.choice("sortBy", SORTS)?.unwrap_or("trending"),
+            limit: q.int("limit", 50, 1, 100)?,
+            offset: q.int("offset", 0, 0, MAX_OFFSET)?,
+        })
+    }
+
+    fn key(&self) -> String {
+        Key::new("marketplace:agents")
+            .text(self.query)
+            .text(self.category)
+            .optional(self.featured)
+            .value(self.sort)
+            .value(self.limit)
+            .value(self.offset)
+            .build()
+    }
+
+    /// The WHERE clause, its parameters appended to `params` and numbered
+    /// after them.
+    fn filter(&self, mut params: Vec<Value>) -> (String, Vec<Value>) {
+        let mut conditions = Vec::new();
+        if let Some(query) = self.query {
+            params.push(Value::Text(guest::contains_pattern(query)));
+            let n = params.len();
+            conditions.push(format!(
+                "(LOWER(a.name) LIKE ${n} ESCAPE '\\' OR LOWER(a.description) LIKE ${n} ESCAPE '\\' \
+                 OR LOWER(a.tags) LIKE ${n} ESCAPE '\\')"
+            ));
+        }
+        if let Some(category) = self.category {
+            params.push(Value::Text(category.to_string()));
+            conditions.push(format!("c.slug = ${}", params.len()));
+        }
+        if let Some(featured) = self.featured {
+            params.push(Value::Boolean(featured));
+            conditions.push(format!("a.featured = ${}", params.len()));
+        }
+        let clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        (clause, params)
+    }
+
+    fn run(&self) -> Response {
+        let (clause, params) = self.filter(Vec::new());
+        let count_sql = format!("SELECT COUNT(*) AS total {FROM} {clause}");
+        let total = match db::query(&count_sql, &params) {
+            Ok(rows) => RowView::all(&rows).next().map_or(0, |r| r.int("total")),
+            Err(e) => return db_error(&e),
+        };
+
+        let (select, join, order, first) = match self.sort {
+            "trending" => (
+                ", COALESCE(r.n, 0) AS recent_installs",
+                RECENT,
+                "COALESCE(r.n, 0) DESC, a.install_count DESC, a.id",
+                vec![Value::Int(now_ms() - WEEK_MS)],
+            ),
+            "popular" => ("", "", "a.install_count DESC, a.id", vec![]),
+            "newest" => ("", "", "a.created_at DESC, a.id", vec![]),
+            "rating" => ("", "", "a.rating DESC, a.install_count DESC, a.id", vec![]),
+            _ => ("", "", "a.name, a.id", vec![]),
+        };
+        let (clause, mut params) = self.filter(first);
+        params.push(Value::Int(self.limit));
+        params.push(Value::Int(self.offset));
+        let n = params.len();
+        let sql = format!(
+            "SELECT {COLUMNS}{select} {FROM} {join} {clause} ORDER BY {order} LIMIT ${} OFFSET ${n}",
+            n - 1
+        );
+        match db::query(&sql, &params) {
+            Ok(rows) => json(
+                200,
+                &serde_json::json!({
+                    "agents": agents(&rows),
+                    "total": total,
+                    "limit": self.limit,
+                    "offset": self.offset,
+                }),
+            ),
+            Err(e) => db_error(&e),
+        }
+    }
+}
+
+/// `GET /api/marketplace`.
+pub fn browse(req: &Request) -> Response {
+    let browse = match Browse::parse(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    with_cache(&browse.key(), Ttl::MEDIUM, &["agents"], || browse.run())
+}
+
+/// `GET /api/marketplace/trending`: installs in the last 7 days, then
+/// installs of all time.
+pub fn trending(req: &Request) -> Response {
+    let q = Query::new(&req.query);
+    let limit = match q.only(&["limit"]).and_then(|()| q.int("limit", 10, 1, 50)) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let key = Key::new("marketplace:trending").value(limit).build();
+    with_cache(&key, Ttl::MEDIUM, &["agents", "trending"], || {
+        let sql = format!(
+            "SELECT {COLUMNS}, COALESCE(r.n, 0) AS recent_installs {FROM} {RECENT} \
+             ORDER BY COALESCE(r.n, 0) DESC, a.install_count DESC, a.id LIMIT $2"
+        );
+        match db::query(&sql, &[Value::Int(now_ms() - WEEK_MS), Value::Int(limit)]) {
+            Ok(rows) => json(200, &serde_json::json!({ "agents": agents(&rows) })),
+            Err(e) => db_error(&e),
+        }
+    })
+}
+
+/// `GET /api/marketplace/featured`: featured agents, most installed first.
+pub fn featured(req: &Request) -> Response {
+    if let Err(r) = Query::new(&req.query).only(&[]) {
+        return r;
+    }
+    with_cache(
+        "marketplace:featured",
+        Ttl::MEDIUM,
+        &["agents", "featured"],
+        || {
+            let sql = format!(
+                "SELECT {COLUMNS} {FROM} WHERE a.featured = $1 \
+                 ORDER BY a.install_count DESC, a.id LIMIT $2"
+            );
+            match db::query(&sql, &[Value::Boolean(true), Value::Int(FEATURED_MAX)]) {
+                Ok(rows) => json(200, &serde_json::json!({ "agents": agents(&rows) })),
+                Err(e) => db_error(&e),
+            }
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Category {
+    id: String,
+    slug: String,
+    name: String,
+    description: String,
+    agent_count: i64,
+    install_count: i64,
+}
+
+/// `GET /api/marketplace/categories`: every category, by name, with the
+/// number of agents in it and their installs.
+pub fn categories(req: &Request) -> Response {
+    if let Err(r) = Query::new(&req.query).only(&[]) {
+        return r;
+    }
+    const SQL: &str = "SELECT c.id, c.slug, c.name, c.description, COUNT(a.id) AS agent_count, \
+         CAST(COALESCE(SUM(a.install_count), 0) AS BIGINT) AS install_count \
+         FROM categories c LEFT JOIN agents a ON a.category_id = c.id \
+         GROUP BY c.id, c.slug, c.name, c.description ORDER BY c.name";
+    with_cache(
+        "marketplace:categories",
+        Ttl::LONG,
+        &["categories"],
+        || match db::query(SQL, &[]) {
+            Ok(rows) => {
+                let categories: Vec<Category> = RowView::all(&rows)
+                    .map(|r| Category {
+                        id: r.text("id"),
+                        slug: r.text("slug"),
+                        name: r.text("name"),
+                        description: r.text("description"),
+                        agent_count: r.int("agent_count"),
+                        install_count: r.int("install_count"),
+                    })
+                    .collect();
+                json(200, &serde_json::json!({ "categories": categories }))
+            }
+            Err(e) => db_error(&e),
+        },
+    )
+}
+
+/// `GET /api/marketplace/agents/{id}`.
+pub fn details(req: &Request, id: &str) -> Response {
+    if let Err(r) = Query::new(&req.query).only(&[]) {
+        return r;
+    }
+    if id.is_empty() || id.len() > 200 {
+        return not_found("no such agent");
+    }
+    let key = Key::new("marketplace:agent").text(Some(id)).build();
+    let tag = format!("agent:{id}");
+    with_cache(&key, Ttl::LONG, &[&tag], || {
+        let sql = format!(
+            "SELECT {COLUMNS}, (SELECT COUNT(*) FROM installations i \
+             WHERE i.agent_id = a.id AND i.created_at >= $2) AS recent_installs \
+             {FROM} WHERE a.id = $1"
+        );
+        let params = [Value::Text(id.to_string()), Value::Int(now_ms() - WEEK_MS)];
+        match db::query(&sql, &params) {
+            Ok(rows) => match RowView::all(&rows).next() {
+                Some(r) => json(200, &serde_json::json!({ "agent": agent(&r) })),
+                None => not_found(&format!("no agent with id `{id}`")),
+            },
+            Err(e) => db_error(&e),
+        }
+    })
+}
