@@ -159,7 +159,7 @@ async fn prepare(gate: &db::Gate, demo: Option<&seed::DemoSpec>) -> Result<(), d
 
 /// Today's midnight (UTC) in epoch milliseconds: the demo dataset's "now",
 /// so that a day's generations are identical and install times are recent.
-fn today_ms() -> i64 {
+pub fn today_ms() -> i64 {
     const DAY_MS: i64 = 86_400_000;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
