@@ -18,6 +18,7 @@ on_both_stacks!(
     etag_and_if_none_match,
     install_authorizes_validates_and_is_idempotent,
     concurrent_installs_make_one_installation,
+    concurrent_misses_on_one_key_query_the_database_once,
     an_install_shows_in_every_cached_read,
     template_creation_validates_every_field,
     bad_bodies_never_change_data,
@@ -604,6 +605,41 @@ async fn concurrent_installs_make_one_installation(stack: Stack) {
             .all(|r| r.json()["installation"]["id"] == installation)
     );
     assert_eq!(install_count(&h, id).await, before + 1);
+}
+
+/// The statements the host has run against its database so far.
+async fn db_statements(h: &Served) -> u64 {
+    let metrics = String::from_utf8(h.get("/metrics").await.body).unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("marketplace_db_statements_total "))
+        .unwrap_or_else(|| panic!("no statement counter in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn concurrent_misses_on_one_key_query_the_database_once(stack: Stack) {
+    let Some(h) = host(stack).await else { return };
+    // One computation of a listing is two statements: the count and the page.
+    let before = db_statements(&h).await;
+    let single = h.get("/api/marketplace?query=bot&limit=7").await;
+    assert_eq!(single.status, 200);
+    assert_eq!(db_statements(&h).await - before, 2);
+
+    let path = "/api/marketplace?query=agent&sortBy=rating&limit=9";
+    let before = db_statements(&h).await;
+    let replies = futures::future::join_all((0..16).map(|_| h.get(path))).await;
+    assert_eq!(
+        db_statements(&h).await - before,
+        2,
+        "16 concurrent misses on one key computed it more than once"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == 200 && r.body == replies[0].body)
+    );
 }
 
 async fn an_install_shows_in_every_cached_read(stack: Stack) {

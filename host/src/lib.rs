@@ -97,8 +97,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         }
         Err(other) => return Err(anyhow::anyhow!(other).context("preparing the database")),
     }
-    let db: Arc<dyn db::Database> = gate;
     let metrics = Arc::new(cache::CacheMetrics::default());
+    let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate, metrics.db_statements()));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache: Arc<dyn cache::Cache> = match &settings.redis {
         None => Arc::new(cache::TieredCache::memory_only(memory, metrics.clone())),

@@ -1,5 +1,6 @@
-//! Cache counters: hits, misses and errors per endpoint and tier, exposed in
-//! the Prometheus text format at `/metrics`.
+//! Cache counters (hits, misses and errors per endpoint and tier) and the
+//! count of database statements, exposed in the Prometheus text format at
+//! `/metrics`.
 //!
 //! The endpoint is read off the cache key: its first two `:`-separated
 //! parts (`marketplace:agents:…` counts under `marketplace:agents`), which
@@ -40,6 +41,8 @@ pub struct CacheMetrics {
     registry: Registry,
     /// Counts by endpoint, tier and outcome.
     operations: Family<Labels, Counter>,
+    /// Statements run against the database.
+    db_statements: Counter,
 }
 
 impl Default for CacheMetrics {
@@ -51,9 +54,16 @@ impl Default for CacheMetrics {
             "Cache operations by endpoint (key prefix), tier and outcome",
             operations.clone(),
         );
+        let db_statements = Counter::default();
+        registry.register(
+            "marketplace_db_statements",
+            "Statements run against the database, by components and by the host",
+            db_statements.clone(),
+        );
         Self {
             registry,
             operations,
+            db_statements,
         }
     }
 }
@@ -87,6 +97,11 @@ impl CacheMetrics {
                 outcome,
             })
             .get()
+    }
+
+    /// The database statement counter, to hand to `db::Counted`.
+    pub fn db_statements(&self) -> Counter {
+        self.db_statements.clone()
     }
 
     /// Every counter in the Prometheus text format.

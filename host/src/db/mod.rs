@@ -214,3 +214,41 @@ impl Database for Gate {
         self.inner.transaction(statements).await
     }
 }
+
+/// A database that counts every statement reaching it (a transaction counts
+/// its statements), for `/metrics` and the benchmarks.
+pub struct Counted {
+    inner: Arc<dyn Database>,
+    statements: prometheus_client::metrics::counter::Counter,
+}
+
+impl Counted {
+    pub fn new(
+        inner: Arc<dyn Database>,
+        statements: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Self { inner, statements }
+    }
+}
+
+#[async_trait]
+impl Database for Counted {
+    async fn migrate(&self) -> Result<(), DbError> {
+        self.inner.migrate().await
+    }
+
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        self.statements.inc();
+        self.inner.query(sql, params).await
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.statements.inc();
+        self.inner.execute(sql, params).await
+    }
+
+    async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
+        self.statements.inc_by(statements.len() as u64);
+        self.inner.transaction(statements).await
+    }
+}

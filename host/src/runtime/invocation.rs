@@ -6,8 +6,10 @@
 
 use super::Capabilities;
 use super::bindings::marketplace::host::{cache, db, log, types};
+use super::flights::{self, FillGuard, Flights, Miss};
 use crate::cache::Stamp;
 use crate::db as hostdb;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -32,6 +34,11 @@ pub(crate) struct Invocation {
     limits: Limits,
     /// The cache's invalidation clocks as this request first saw them.
     stamp: Stamp,
+    /// Keys being computed by some request now.
+    flights: Arc<Flights>,
+    /// The keys this request missed first and so computes; dropped (waking
+    /// their waiters) when it stores them or when the request ends.
+    filling: Vec<FillGuard>,
 }
 
 /// A per-instance memory cap that remembers being hit, so the host can tell
@@ -68,7 +75,12 @@ impl ResourceLimiter for Limits {
 }
 
 impl Invocation {
-    pub(crate) fn new(component: &str, capabilities: Capabilities, memory_limit: usize) -> Self {
+    pub(crate) fn new(
+        component: &str,
+        capabilities: Capabilities,
+        flights: Arc<Flights>,
+        memory_limit: usize,
+    ) -> Self {
         Self {
             component: component.to_string(),
             capabilities,
@@ -79,6 +91,8 @@ impl Invocation {
                 memory_exceeded: false,
             },
             stamp: Stamp::default(),
+            flights,
+            filling: Vec::new(),
         }
     }
 
@@ -103,8 +117,32 @@ impl WasiView for Invocation {
 impl types::Host for Invocation {}
 
 impl cache::Host for Invocation {
+    /// A miss on a key another request is computing waits for that request
+    /// and reads again (see `flights`): concurrent misses compute once.
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.capabilities.cache.get(&key, &mut self.stamp).await
+        let cache = &self.capabilities.cache;
+        if let Some(value) = cache.get(&key, &mut self.stamp).await {
+            return Some(value);
+        }
+        if self.filling.iter().any(|g| g.key() == key) {
+            return None;
+        }
+        match self.flights.miss(&key) {
+            Miss::Fill(guard) => {
+                self.filling.push(guard);
+                None
+            }
+            Miss::Wait(receiver) => {
+                flights::wait(receiver, flights::MAX_WAIT).await;
+                let value = cache.get(&key, &mut self.stamp).await;
+                if value.is_none()
+                    && let Miss::Fill(guard) = self.flights.miss(&key)
+                {
+                    self.filling.push(guard);
+                }
+                value
+            }
+        }
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
@@ -113,6 +151,8 @@ impl cache::Host for Invocation {
             .cache
             .set(&key, value, ttl, &tags, &self.stamp)
             .await;
+        // Stored: wake whoever waits for it.
+        self.filling.retain(|g| g.key() != key);
     }
 
     async fn delete(&mut self, key: String) {

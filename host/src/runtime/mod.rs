@@ -17,6 +17,7 @@
 //! leaks between requests.
 
 mod bindings;
+pub mod flights;
 mod invocation;
 mod wasi;
 
@@ -167,6 +168,8 @@ pub struct Runtime {
     linker: Linker<Invocation>,
     sandbox: SandboxConfig,
     capabilities: Capabilities,
+    /// Cache keys being computed now, shared by every request.
+    flights: Arc<flights::Flights>,
     /// Where compiled components are kept by digest; `None`: not kept.
     artifacts: Option<PathBuf>,
     _ticker: TickerGuard,
@@ -209,6 +212,7 @@ impl Runtime {
             linker,
             sandbox,
             capabilities,
+            flights: Arc::default(),
             artifacts,
             _ticker: TickerGuard(stop),
         })
@@ -291,6 +295,7 @@ impl Runtime {
             Invocation::new(
                 &component.name,
                 self.capabilities.clone(),
+                self.flights.clone(),
                 self.sandbox.memory_limit,
             ),
         );
