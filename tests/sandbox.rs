@@ -12,6 +12,7 @@ fn sandbox() -> SandboxConfig {
         max_in_flight: 16,
         memory_limit: 32 << 20,
         deadline: Duration::from_secs(5),
+        ..SandboxConfig::default()
     }
 }
 

@@ -82,6 +82,20 @@ struct ServeArgs {
     /// Bytes of values the in-process cache may hold.
     #[arg(long, env = "MEMORY_CACHE_BYTES", default_value_t = 256 << 20)]
     memory_cache_bytes: u64,
+    /// KiB of each instance's memory kept resident between instances.
+    #[arg(long, env = "POOL_KEEP_RESIDENT_KB", default_value_t = host::runtime::DEFAULT_KEEP_RESIDENT >> 10)]
+    pool_keep_resident_kb: usize,
+    /// Initialize instance memory by copy-on-write mapping (true) or by
+    /// copying (false).
+    #[arg(long, env = "MEMORY_INIT_COW", default_value_t = host::runtime::DEFAULT_MEMORY_INIT_COW, action = clap::ArgAction::Set)]
+    memory_init_cow: bool,
+    /// KiB of each fiber stack kept resident between instances.
+    #[arg(long, env = "STACK_KEEP_RESIDENT_KB", default_value_t = host::runtime::DEFAULT_STACK_KEEP_RESIDENT >> 10)]
+    stack_keep_resident_kb: usize,
+    /// Benchmarks only: also serve the native baseline of the browse and
+    /// details cache-hit path under `/native` (see BENCHMARKS.md).
+    #[arg(long, env = "NATIVE_BASELINE", default_value_t = false, action = clap::ArgAction::Set)]
+    native_baseline: bool,
 }
 
 #[tokio::main]
@@ -111,10 +125,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_in_flight: args.max_in_flight,
             memory_limit: args.memory_limit_mb << 20,
             deadline: Duration::from_millis(args.request_timeout_ms),
+            keep_resident: args.pool_keep_resident_kb << 10,
+            memory_init_cow: args.memory_init_cow,
+            stack_keep_resident: args.stack_keep_resident_kb << 10,
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,
             admin_token: args.admin_token,
+            native_baseline: args.native_baseline,
         },
         memory_cache_bytes: args.memory_cache_bytes,
         state_dir: args.state_dir,

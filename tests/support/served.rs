@@ -116,6 +116,7 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
         SandboxConfig::default(),
         HttpLimits {
             max_body_bytes: 16 * 1024,
+            native_baseline: true,
             ..HttpLimits::default()
         },
         crate::DEFAULT_ROUTES,

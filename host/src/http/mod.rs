@@ -8,6 +8,7 @@
 
 mod admin;
 mod error;
+mod native;
 
 pub use error::AppError;
 
@@ -35,6 +36,9 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// The admin API's bearer token; `None` disables `/admin`.
     pub admin_token: Option<String>,
+    /// Mounts the benchmarks' native baseline under `/native` (see
+    /// `native.rs`). Off in production.
+    pub native_baseline: bool,
 }
 
 impl Default for HttpLimits {
@@ -42,6 +46,7 @@ impl Default for HttpLimits {
         Self {
             max_body_bytes: 1 << 20,
             admin_token: None,
+            native_baseline: false,
         }
     }
 }
@@ -104,8 +109,14 @@ pub fn app(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    let native = if state.inner.limits.native_baseline {
+        native::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(admin)
+        .merge(native)
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi))
@@ -157,7 +168,7 @@ async fn bound_in_flight(
 /// Hands the request to the component routed for its path, with the
 /// principal of its bearer token if it has one. An unknown or malformed
 /// token is refused here, before any component runs.
-async fn dispatch(
+pub(super) async fn dispatch(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,

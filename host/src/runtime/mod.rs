@@ -52,7 +52,25 @@ pub struct SandboxConfig {
     pub memory_limit: usize,
     /// Wall-clock budget of one request, host calls included.
     pub deadline: Duration,
+    /// Bytes of each instance's linear memory the pool keeps resident
+    /// between instances (reset by `memset` rather than returned to the
+    /// kernel): see BENCHMARKS.md for how it was chosen.
+    pub keep_resident: usize,
+    /// Whether an instance's memory is initialized by mapping the
+    /// component's data copy-on-write (`true`) or by copying it (`false`):
+    /// see BENCHMARKS.md for how it was chosen.
+    pub memory_init_cow: bool,
+    /// Bytes of each async fiber stack (the stack wasm runs on) kept
+    /// resident between instances instead of being returned to the kernel.
+    pub stack_keep_resident: usize,
 }
+
+/// The default of `SandboxConfig::keep_resident`.
+pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
+/// The default of `SandboxConfig::stack_keep_resident`.
+pub const DEFAULT_STACK_KEEP_RESIDENT: usize = 0;
+/// The default of `SandboxConfig::memory_init_cow`.
+pub const DEFAULT_MEMORY_INIT_COW: bool = true;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -60,6 +78,9 @@ impl Default for SandboxConfig {
             max_in_flight: 64,
             memory_limit: 64 << 20,
             deadline: Duration::from_secs(10),
+            keep_resident: DEFAULT_KEEP_RESIDENT,
+            memory_init_cow: DEFAULT_MEMORY_INIT_COW,
+            stack_keep_resident: DEFAULT_STACK_KEEP_RESIDENT,
         }
     }
 }
@@ -223,6 +244,11 @@ impl Runtime {
         &self.sandbox
     }
 
+    /// The capabilities components get.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
     /// Compiles `bytes` and checks them against the `handler` world. Nothing
     /// is replaced or served until this succeeds.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
@@ -366,13 +392,15 @@ fn engine_config(sandbox: &SandboxConfig) -> Config {
         .max_memory_size(sandbox.memory_limit)
         // Keep the pages a small-stack guest touches resident between
         // instances instead of returning them to the kernel each time.
-        .linear_memory_keep_resident(256 << 10)
-        .table_keep_resident(64 << 10);
+        .linear_memory_keep_resident(sandbox.keep_resident)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(sandbox.stack_keep_resident);
 
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        .memory_init_cow(sandbox.memory_init_cow)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

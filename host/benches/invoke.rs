@@ -1,0 +1,110 @@
+//! The cost of one request through the sandbox: a fresh instance from the
+//! pre-instantiated component, the call, and the response, measured with
+//! criterion. Needs the components built (`cargo xtask components`).
+//!
+//!     cargo bench -p host --bench invoke
+//!
+//! - `instantiate_and_call/describe`: the fixtures component describes the
+//!   request it got (no capability calls): the floor of a request.
+//! - `instantiate_and_call/categories_hit`: the marketplace component
+//!   answers `GET /api/marketplace/categories` from the memory cache.
+//! - `native/categories_hit`: the same cache read done natively, for scale.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use host::cache::{Cache, CacheMetrics, MemoryCache, Stamp, TieredCache};
+use host::db::{Database, DbOptions, SqliteDatabase};
+use host::runtime::{Capabilities, Request, Runtime, SandboxConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn component(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the components first (`cargo xtask components`)",
+            path.display()
+        )
+    })
+}
+
+fn get(path: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        ..Request::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (runtime, cache) = rt.block_on(async {
+        let db = SqliteDatabase::open(
+            "sqlite::memory:",
+            &DbOptions {
+                max_connections: 1,
+                ..DbOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let spec = host::seed::DemoSpec {
+            seed: host::DEMO_SEED,
+            agents: 50,
+            now_ms: host::today_ms(),
+        };
+        host::seed::generate(&db, &spec).await.unwrap();
+        let cache: Arc<dyn Cache> = Arc::new(TieredCache::memory_only(
+            MemoryCache::new(64 << 20),
+            Arc::new(CacheMetrics::default()),
+        ));
+        let capabilities = Capabilities {
+            cache: cache.clone(),
+            db: Arc::new(db),
+        };
+        let runtime = Runtime::new(SandboxConfig::default(), capabilities, None).unwrap();
+        (runtime, cache)
+    });
+    let fixtures = runtime.load("fixtures", &component("fixtures")).unwrap();
+    let marketplace = runtime
+        .load("marketplace", &component("marketplace"))
+        .unwrap();
+    // Warm the cache entry the hit benchmarks read.
+    let warm = rt
+        .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
+        .unwrap();
+    assert_eq!(warm.status, 200);
+
+    let mut group = c.benchmark_group("instantiate_and_call");
+    group.bench_function("describe", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.invoke(&fixtures, get("/fixture/describe")))
+                .unwrap()
+        })
+    });
+    group.bench_function("categories_hit", |b| {
+        b.iter(|| {
+            let r = rt
+                .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
+                .unwrap();
+            assert_eq!(r.status, 200);
+            r
+        })
+    });
+    group.finish();
+    c.bench_function("native/categories_hit", |b| {
+        b.iter(|| {
+            rt.block_on(cache.get("marketplace:categories", &mut Stamp::default()))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

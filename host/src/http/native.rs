@@ -1,0 +1,206 @@
+//! The benchmarks' baseline: the cache-hit path of two endpoints written as
+//! native Rust handlers in the host, mounted under `/native` only with
+//! `--native-baseline`.
+//!
+//! `GET /native/api/marketplace` and `GET /native/api/marketplace/agents/{id}`
+//! do what the `marketplace` component does on a hit, with the same cache
+//! and the same bytes: validate the parameters, build the same key (the
+//! guest kit's encoding, `components/guest/src/key.rs`), read the entry,
+//! split off its ETag, answer 304 to a matching `If-None-Match`, else 200
+//! with `ETag` and `X-Cache: HIT`. Anything else (a miss, a bad parameter)
+//! is handed to the component itself, so that responses are byte for byte
+//! the component's. Comparing the two paths under load measures what the
+//! sandbox costs per request.
+
+use super::{AppError, AppState, dispatch};
+use crate::cache::Stamp;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/native/api/marketplace", get(browse))
+        .route("/native/api/marketplace/agents/{id}", get(details))
+}
+
+const SORTS: &[&str] = &["trending", "popular", "newest", "rating", "name"];
+
+/// The guest kit's `Key`: parts percent-encoded, `-` for an absent one.
+fn push_part(key: &mut String, value: Option<&str>) {
+    key.push(':');
+    match value {
+        None => key.push('-'),
+        Some(v) => key.extend(utf8_percent_encode(v, NON_ALPHANUMERIC)),
+    }
+}
+
+/// The browse key for `pairs`, or `None` when a parameter is not valid
+/// (the component then answers, with its 400).
+fn browse_key(pairs: &[(String, String)]) -> Option<String> {
+    const KNOWN: &[&str] = &["query", "category", "featured", "sortBy", "limit", "offset"];
+    let mut values: [Option<&str>; 6] = [None; 6];
+    for (k, v) in pairs {
+        let i = KNOWN.iter().position(|n| n == k)?;
+        if values[i].is_some() {
+            return None;
+        }
+        values[i] = Some(v.as_str());
+    }
+    let present = |i: usize| values[i].filter(|v| !v.is_empty());
+    let text = |i: usize| match present(i) {
+        Some(v) if v.chars().count() > 200 || v.chars().any(char::is_control) => Err(()),
+        other => Ok(other),
+    };
+    let (query, category) = (text(0).ok()?, text(1).ok()?);
+    let featured = match present(2) {
+        None => None,
+        Some(v @ ("true" | "false")) => Some(v),
+        Some(_) => return None,
+    };
+    let sort = match present(3) {
+        None => "trending",
+        Some(v) => SORTS.iter().find(|s| **s == v)?,
+    };
+    let int = |i: usize, default: i64, min: i64, max: i64| match present(i) {
+        None => Some(default),
+        Some(v) => v.parse().ok().filter(|n| (min..=max).contains(n)),
+    };
+    let limit = int(4, 50, 1, 100)?.to_string();
+    let offset = int(5, 0, 0, 1_000_000)?.to_string();
+    let mut key = String::from("marketplace:agents");
+    for part in [
+        query,
+        category,
+        featured,
+        Some(sort),
+        Some(&limit),
+        Some(&offset),
+    ] {
+        push_part(&mut key, part);
+    }
+    Some(key)
+}
+
+async fn browse(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let pairs: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let key = browse_key(&pairs);
+    hit_or_component(state, key, uri, headers).await
+}
+
+async fn details(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = uri
+        .path()
+        .rsplit('/')
+        .next()
+        .and_then(|s| percent_encoding::percent_decode_str(s).decode_utf8().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 200 && uri.query().is_none());
+    let key = id.map(|id| {
+        let mut key = String::from("marketplace:agent");
+        push_part(&mut key, Some(&id));
+        key
+    });
+    hit_or_component(state, key, uri, headers).await
+}
+
+/// Answers from the cache entry under `key`, or hands the request to the
+/// component at the same path without `/native`.
+async fn hit_or_component(
+    state: AppState,
+    key: Option<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    if let Some(key) = key {
+        let cache = &state.inner.runtime.capabilities().cache;
+        if let Some(entry) = cache.get(&key, &mut Stamp::default()).await
+            && let Some((etag, body)) = split_entry(&entry)
+        {
+            let inm = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok());
+            let not_modified = inm.is_some_and(|v| {
+                v.split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == "*" || t == etag)
+            });
+            let etag = HeaderValue::from_str(etag).map_err(|_| AppError::ComponentFailed)?;
+            let hit = HeaderValue::from_static("HIT");
+            if not_modified {
+                return Ok((
+                    StatusCode::NOT_MODIFIED,
+                    [(header::ETAG, etag), (X_CACHE, hit)],
+                )
+                    .into_response());
+            }
+            let json = HeaderValue::from_static("application/json");
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, json),
+                    (header::ETAG, etag),
+                    (X_CACHE, hit),
+                ],
+                Bytes::copy_from_slice(body),
+            )
+                .into_response());
+        }
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .trim_start_matches("/native");
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| AppError::BadRequest("unparsable path".into()))?;
+    dispatch(State(state), Method::GET, uri, headers, Ok(Bytes::new())).await
+}
+
+/// The header the components give their cache status in.
+const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+
+/// The guest kit's entry format: `"{etag}"\n{body}`.
+fn split_entry(entry: &[u8]) -> Option<(&str, &[u8])> {
+    let newline = entry.iter().position(|b| *b == b'\n')?;
+    let etag = std::str::from_utf8(&entry[..newline]).ok()?;
+    let well_formed = etag.len() == 18 && etag.starts_with('"') && etag.ends_with('"');
+    well_formed.then(|| (etag, &entry[newline + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browse_key;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+    }
+
+    #[test]
+    fn browse_keys_are_the_components() {
+        assert_eq!(
+            browse_key(&pairs("")).unwrap(),
+            "marketplace:agents:-:-:-:trending:50:0"
+        );
+        assert_eq!(
+            browse_key(&pairs("query=a:b&featured=true&limit=7&sortBy=name")).unwrap(),
+            "marketplace:agents:a%3Ab:-:true:name:7:0"
+        );
+        assert_eq!(browse_key(&pairs("limit=0")), None);
+        assert_eq!(browse_key(&pairs("x=1")), None);
+    }
+}
