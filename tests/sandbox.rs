@@ -103,6 +103,32 @@ async fn an_unknown_route_is_404_in_the_error_shape() {
     }
 }
 
+/// Every request sees the component's memory as built, whether the pool
+/// resets a slot's dirty pages found by `PAGEMAP_SCAN` or its lowest
+/// keep-resident bytes, one request after another and many at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_sees_what_an_earlier_instance_wrote_to_its_memory() {
+    for pagemap_scan in [true, false] {
+        let h = host(SandboxConfig {
+            pagemap_scan,
+            ..sandbox()
+        })
+        .await;
+        let fresh = serde_json::json!({ "dataFresh": true, "zeroedFresh": true });
+        for _ in 0..20 {
+            let (response, body) = get(&h.app, "/fixture/remember").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(json(&body), fresh, "pagemap_scan = {pagemap_scan}");
+        }
+        let answers =
+            futures::future::join_all((0..32).map(|_| get(&h.app, "/fixture/remember"))).await;
+        for (response, body) in answers {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(json(&body), fresh, "pagemap_scan = {pagemap_scan}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_component_gets_500_and_the_next_request_succeeds() {
     let h = host(sandbox()).await;

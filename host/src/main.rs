@@ -92,6 +92,10 @@ struct ServeArgs {
     /// KiB of each fiber stack kept resident between instances.
     #[arg(long, env = "STACK_KEEP_RESIDENT_KB", default_value_t = host::runtime::DEFAULT_STACK_KEEP_RESIDENT >> 10)]
     stack_keep_resident_kb: usize,
+    /// Reset only the pages an instance dirtied, found with Linux's
+    /// PAGEMAP_SCAN (ignored where the kernel lacks it).
+    #[arg(long, env = "PAGEMAP_SCAN", default_value_t = host::runtime::DEFAULT_PAGEMAP_SCAN, action = clap::ArgAction::Set)]
+    pagemap_scan: bool,
     /// Benchmarks only: also serve the native baseline of the browse and
     /// details cache-hit path under `/native` (see BENCHMARKS.md).
     #[arg(long, env = "NATIVE_BASELINE", default_value_t = false, action = clap::ArgAction::Set)]
@@ -128,6 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             keep_resident: args.pool_keep_resident_kb << 10,
             memory_init_cow: args.memory_init_cow,
             stack_keep_resident: args.stack_keep_resident_kb << 10,
+            pagemap_scan: args.pagemap_scan,
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,

@@ -19,11 +19,14 @@ pub fn with_cache(
     tags: &[&str],
     compute: impl FnOnce() -> Response,
 ) -> Response {
-    if let Some(entry) = cache::get(key)
-        && let Some((etag, body)) = split_entry(&entry)
+    if let Some(mut entry) = cache::get(key)
+        && let Some(newline) = split_entry(&entry)
     {
-        let mut r = raw_json(200, body.to_vec());
-        r.headers.push(header("etag", etag));
+        // The body moves out of the entry in place: no second buffer.
+        let etag: String = String::from_utf8_lossy(&entry[..newline]).into_owned();
+        entry.drain(..=newline);
+        let mut r = raw_json(200, entry);
+        r.headers.push(header("etag", &etag));
         r.headers.push(header("x-cache", "HIT"));
         return r;
     }
@@ -79,11 +82,16 @@ fn if_none_match_names(value: &str, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate == etag)
 }
 
-fn split_entry(entry: &[u8]) -> Option<(&str, &[u8])> {
+/// Where the newline after a well-formed ETag is in `entry`: the ETag is
+/// `entry[..newline]` and the body `entry[newline + 1..]`.
+fn split_entry(entry: &[u8]) -> Option<usize> {
     let newline = entry.iter().position(|b| *b == b'\n')?;
-    let etag = std::str::from_utf8(&entry[..newline]).ok()?;
-    let well_formed = etag.len() == 18 && etag.starts_with('"') && etag.ends_with('"');
-    well_formed.then(|| (etag, &entry[newline + 1..]))
+    let etag = &entry[..newline];
+    let well_formed = etag.len() == 18
+        && etag[0] == b'"'
+        && etag[17] == b'"'
+        && etag[1..17].iter().all(u8::is_ascii_hexdigit);
+    well_formed.then_some(newline)
 }
 
 #[cfg(test)]
@@ -94,12 +102,12 @@ mod tests {
     fn entries_round_trip_and_other_shapes_are_misses() {
         let etag = etag_of(b"{}");
         let entry = format!("{etag}\n{{}}");
-        assert_eq!(
-            split_entry(entry.as_bytes()),
-            Some((etag.as_str(), &b"{}"[..]))
-        );
+        let newline = split_entry(entry.as_bytes()).expect("a well-formed entry");
+        assert_eq!(&entry.as_bytes()[..newline], etag.as_bytes());
+        assert_eq!(&entry.as_bytes()[newline + 1..], b"{}");
         assert_eq!(split_entry(b"{\"categories\":[]}"), None);
         assert_eq!(split_entry(b"\"short\"\n{}"), None);
+        assert_eq!(split_entry(b"\"00000000000000zz\"\n{}"), None);
     }
 
     #[test]

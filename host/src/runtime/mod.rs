@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
 };
 
@@ -63,6 +63,12 @@ pub struct SandboxConfig {
     /// Bytes of each async fiber stack (the stack wasm runs on) kept
     /// resident between instances instead of being returned to the kernel.
     pub stack_keep_resident: usize,
+    /// Whether the pool finds the pages an instance dirtied with Linux's
+    /// `PAGEMAP_SCAN` and resets only those (up to `keep_resident` bytes of
+    /// them), rather than resetting the lowest `keep_resident` bytes
+    /// whether touched or not. Ignored where the kernel lacks it (before
+    /// 6.7, or not Linux): see BENCHMARKS.md for how it was chosen.
+    pub pagemap_scan: bool,
 }
 
 /// The default of `SandboxConfig::keep_resident`.
@@ -71,6 +77,8 @@ pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
 pub const DEFAULT_STACK_KEEP_RESIDENT: usize = 0;
 /// The default of `SandboxConfig::memory_init_cow`.
 pub const DEFAULT_MEMORY_INIT_COW: bool = true;
+/// The default of `SandboxConfig::pagemap_scan`.
+pub const DEFAULT_PAGEMAP_SCAN: bool = true;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -81,6 +89,7 @@ impl Default for SandboxConfig {
             keep_resident: DEFAULT_KEEP_RESIDENT,
             memory_init_cow: DEFAULT_MEMORY_INIT_COW,
             stack_keep_resident: DEFAULT_STACK_KEEP_RESIDENT,
+            pagemap_scan: DEFAULT_PAGEMAP_SCAN,
         }
     }
 }
@@ -205,6 +214,11 @@ impl Runtime {
         capabilities: Capabilities,
         artifacts: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
+        if sandbox.pagemap_scan && !PoolingAllocationConfig::is_pagemap_scan_available() {
+            tracing::info!(
+                "PAGEMAP_SCAN is not available on this kernel; instance memory is reset by keep-resident size"
+            );
+        }
         let engine = Engine::new(&engine_config(&sandbox))
             .map_err(anyhow::Error::from)
             .context("building the wasm engine")?;
@@ -394,7 +408,12 @@ fn engine_config(sandbox: &SandboxConfig) -> Config {
         // instances instead of returning them to the kernel each time.
         .linear_memory_keep_resident(sandbox.keep_resident)
         .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(sandbox.stack_keep_resident);
+        .async_stack_keep_resident(sandbox.stack_keep_resident)
+        .pagemap_scan(if sandbox.pagemap_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        });
 
     let mut config = Config::new();
     config
