@@ -1,7 +1,9 @@
 //! One conformance suite for the `db` capability, run against SQLite and a
 //! real PostgreSQL (`DATABASE_URL`; never skipped under CI). Every check
 //! uses the same SQL on both engines, except the DDL of the value table,
-//! where the engines' type names differ.
+//! where the engines' type names differ. It runs on the host's view of the
+//! database, which may create that table; what components may and may not
+//! do on theirs is `sql_sandbox.rs`.
 
 use host::db::{Database, DbError, DbOptions, Rows, Statement, Value};
 use host::seed::{self, DemoSpec, SeedOutcome};
@@ -27,7 +29,8 @@ async fn backends(options: DbOptions) -> Vec<Backend> {
     let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
     let sqlite = host::db::connect(&url, &options)
         .await
-        .expect("SQLite opens");
+        .expect("SQLite opens")
+        .host;
     sqlite.migrate().await.expect("SQLite migrates");
     let mut all = vec![Backend {
         engine: Engine::Sqlite,
@@ -37,7 +40,8 @@ async fn backends(options: DbOptions) -> Vec<Backend> {
     if let Some(schema) = support::postgres::fresh_schema().await {
         let pg = host::db::connect(&schema.url, &options)
             .await
-            .expect("Postgres pool");
+            .expect("Postgres pool")
+            .host;
         pg.migrate().await.expect("Postgres migrates");
         all.push(Backend {
             engine: Engine::Postgres,
@@ -426,6 +430,6 @@ async fn an_unreachable_postgres_is_unavailable() {
     let db = host::db::connect("postgres://postgres@127.0.0.1:1/test", &options)
         .await
         .unwrap();
-    let result = db.query("SELECT 1 AS one", &[]).await;
+    let result = db.components.query("SELECT 1 AS one", &[]).await;
     assert!(matches!(result, Err(DbError::Unavailable(_))), "{result:?}");
 }

@@ -72,9 +72,9 @@ pub struct Settings {
 /// that need it get 503 while a background task retries the migrations
 /// (and the demo data) until they succeed.
 pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
-    let gate = Arc::new(db::Gate::new(
-        db::connect(&settings.database_url, &settings.db).await?,
-    ));
+    let databases = db::connect(&settings.database_url, &settings.db).await?;
+    let gate = Arc::new(db::Gate::new(databases.host));
+    let component_gate = Arc::new(gate.sibling(databases.components));
     let demo = (settings.demo_agents > 0).then(|| seed::DemoSpec {
         seed: DEMO_SEED,
         agents: settings.demo_agents,
@@ -99,6 +99,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     }
     let metrics = Arc::new(cache::CacheMetrics::default());
     let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate, metrics.db_statements()));
+    let component_db: Arc<dyn db::Database> =
+        Arc::new(db::Counted::new(component_gate, metrics.db_statements()));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache: Arc<dyn cache::Cache> = match &settings.redis {
         None => Arc::new(cache::TieredCache::memory_only(memory, metrics.clone())),
@@ -109,7 +111,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     };
     let capabilities = runtime::Capabilities {
         cache,
-        db: db.clone(),
+        db: component_db,
     };
     let runtime = Arc::new(runtime::Runtime::new(
         settings.sandbox.clone(),
@@ -169,32 +171,60 @@ pub fn today_ms() -> i64 {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
-/// in flight finish for at most `drain`.
+/// in flight finish for at most `drain`. A client that has not sent a whole
+/// request head within `header_timeout` is disconnected.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
+    header_timeout: Duration,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining requests in flight");
-        let _ = stopping_tx.send(());
-    });
-    tokio::select! {
-        result = server => result,
-        () = async {
-            // Only a sent signal starts the drain clock; a dropped sender
-            // means the server already finished.
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    // axum::serve has no header timeout: this is its loop, with one.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, go on.
+                tracing::warn!(error = %e, "could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        } => {
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
             tracing::warn!(?drain, "drain timed out; abandoning requests still in flight");
-            Ok(())
         }
     }
+    Ok(())
 }

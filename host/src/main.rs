@@ -41,6 +41,13 @@ struct ServeArgs {
     /// Database connection pool size.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     db_max_connections: u32,
+    /// Most rows one component statement may return; past it the call
+    /// fails with a `db` error and the rest is never read.
+    #[arg(long, env = "DB_MAX_ROWS", default_value_t = 10_000)]
+    db_max_rows: usize,
+    /// Most bytes of values one component statement may return.
+    #[arg(long, env = "DB_MAX_RESULT_BYTES", default_value_t = 8 << 20)]
+    db_max_result_bytes: usize,
     /// Agents in the demo dataset generated on first start of an empty
     /// database (100000 for benchmarks; 0 for no demo data).
     #[arg(long, env = "DEMO_AGENTS", default_value_t = host::DEMO_AGENTS)]
@@ -60,6 +67,17 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Longest a client may take to send a request's headers, in
+    /// milliseconds; past it the connection is closed.
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Time a request body may take on top of its transfer at
+    /// `--min-body-rate`, in milliseconds; past it the request is 408.
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    body_timeout_ms: u64,
+    /// Slowest accepted body transfer, in bytes per second.
+    #[arg(long, env = "MIN_BODY_RATE", default_value_t = 256 << 10)]
+    min_body_rate: u64,
     /// Redis for the cache (`redis://host:port`); unset: in-process only.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
@@ -121,6 +139,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         db: DbOptions {
             statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
             max_connections: args.db_max_connections,
+            max_rows: args.db_max_rows,
+            max_result_bytes: args.db_max_result_bytes,
             ..DbOptions::default()
         },
         demo_agents: args.demo_agents,
@@ -138,6 +158,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             admin_token: args.admin_token,
             native_baseline: args.native_baseline,
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
+            min_body_rate: args.min_body_rate,
         },
         memory_cache_bytes: args.memory_cache_bytes,
         state_dir: args.state_dir,
@@ -148,10 +171,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             op_timeout: Duration::from_millis(args.redis_timeout_ms),
         }),
     };
+    let header_timeout = settings.http.header_timeout;
     let app = host::build(&settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving");
-    host::run(listener, app, shutdown_signal(), Duration::from_secs(10)).await?;
+    host::run(
+        listener,
+        app,
+        shutdown_signal(),
+        Duration::from_secs(10),
+        header_timeout,
+    )
+    .await?;
     Ok(())
 }
 

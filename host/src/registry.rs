@@ -24,6 +24,8 @@ const HISTORY: usize = 5;
 struct Slot {
     /// The routes it answers.
     routes: Vec<String>,
+    /// The cache namespace every version of it uses.
+    cache_namespace: Arc<str>,
     /// The version serving now.
     current: ArcSwap<LoadedComponent>,
     /// Earlier versions, oldest first; also serializes swaps of this slot.
@@ -103,6 +105,11 @@ impl Registry {
         let (manifest, dir) = Manifest::load(path)?;
         let mut slots = BTreeMap::new();
         for spec in &manifest.components {
+            let cache_namespace: Arc<str> = spec.cache_namespace().into();
+            let in_namespace = |mut loaded: LoadedComponent| {
+                loaded.cache_namespace = cache_namespace.clone();
+                Arc::new(loaded)
+            };
             let deployed = match &store {
                 Some(store) => store
                     .load(&spec.name)
@@ -120,7 +127,7 @@ impl Registry {
                                 spec.name
                             )
                         })?;
-                        versions.push(Arc::new(loaded));
+                        versions.push(in_namespace(loaded));
                     }
                 }
                 None => {
@@ -131,7 +138,7 @@ impl Registry {
                     let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
                         format!("loading component {:?} from {}", spec.name, file.display())
                     })?;
-                    versions.push(Arc::new(loaded));
+                    versions.push(in_namespace(loaded));
                 }
             }
             // `versions` is never empty: one per recorded digest (at least
@@ -149,6 +156,7 @@ impl Registry {
                 spec.name.clone(),
                 Slot {
                     routes: spec.routes.clone(),
+                    cache_namespace,
                     current: ArcSwap::new(current),
                     previous: Mutex::new(versions),
                 },
@@ -227,9 +235,10 @@ impl Registry {
     pub fn deploy(
         &self,
         name: &str,
-        version: LoadedComponent,
+        mut version: LoadedComponent,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
+        version.cache_namespace = slot.cache_namespace.clone();
         let mut previous = Self::lock(slot);
         let mut kept: Vec<Arc<LoadedComponent>> = previous.clone();
         kept.push(slot.current.load_full());

@@ -42,6 +42,27 @@ pub struct ComponentSpec {
     pub file: PathBuf,
     /// Path prefixes this component answers.
     pub routes: Vec<String>,
+    /// The cache namespace its keys and tags live in; by default its own
+    /// name, so that no other component can read, overwrite or invalidate
+    /// its entries. Components that name the same namespace share entries.
+    #[serde(default)]
+    pub cache_namespace: Option<String>,
+}
+
+impl ComponentSpec {
+    /// The cache namespace: the declared one, or the component's name.
+    pub fn cache_namespace(&self) -> &str {
+        self.cache_namespace.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Letters, digits, `-` and `_`, at least one: names of components and of
+/// cache namespaces (which end at the first `/` of a cache key).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
 }
 
 impl Manifest {
@@ -61,14 +82,17 @@ impl Manifest {
         let mut routes = std::collections::HashSet::new();
         for c in &self.components {
             // Names become directory names under the state directory.
-            if c.name.is_empty()
-                || !c
-                    .name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            {
+            if !valid_name(&c.name) {
                 bail!(
                     "component name {:?} must be letters, digits, '-' or '_'",
+                    c.name
+                );
+            }
+            if let Some(ns) = &c.cache_namespace
+                && !valid_name(ns)
+            {
+                bail!(
+                    "the cache namespace {ns:?} of {:?} must be letters, digits, '-' or '_'",
                     c.name
                 );
             }
@@ -137,6 +161,7 @@ mod tests {
             name: name.into(),
             file: format!("{name}.wasm").into(),
             routes: routes.iter().map(|s| s.to_string()).collect(),
+            cache_namespace: None,
         }
     }
 

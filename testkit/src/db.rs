@@ -8,6 +8,10 @@
 //!   expectation ([`FakeDb::expect`]) that gives rows, a count or an error.
 //!   A statement that matches none fails the test, naming the statement and
 //!   its parameters.
+//!
+//! In both modes a statement the host would refuse (anything but one
+//! `SELECT`, `INSERT`, `UPDATE`, `DELETE` or `WITH`; see the host's
+//! `db::guard`) fails with the host's `Refused` error.
 
 use async_trait::async_trait;
 use host::db::{Database, DbError, DbOptions, Rows, SqliteDatabase, Statement, Value};
@@ -254,6 +258,11 @@ impl FakeDb {
             sql: sql.to_string(),
             params: params.to_vec(),
         });
+        // The host refuses what a component may not run before any database
+        // sees it; so does the fake, with the same check and message.
+        if let Err(refused) = host::db::check_component_sql(host::db::Engine::Sqlite, sql) {
+            return Some(Answer::Error(refused));
+        }
         if let Some(error) = s.down.clone() {
             return Some(Answer::Error(error));
         }

@@ -101,7 +101,7 @@ impl MockHost {
             )
         });
         let capabilities = Capabilities {
-            cache: Arc::new(cache.clone()),
+            cache: Arc::new(Unscoped(cache.clone())),
             db: Arc::new(db.clone()),
         };
         // The engine's epoch ticker and pooling allocator are the host's.
@@ -267,5 +267,47 @@ impl TestResponse {
             .as_str()
             .unwrap_or_else(|| panic!("no error.code in {body}"))
             .to_string()
+    }
+}
+
+/// The mock cache as the component names things: the host keeps every key
+/// and tag of a component in its namespace (`{namespace}/{name}`); this
+/// takes the namespace off again, so that a test sees and sets exactly the
+/// keys and tags the component's code uses.
+struct Unscoped(MockCache);
+
+fn unscoped(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(_, rest)| rest)
+}
+
+fn unscoped_all(names: &[String]) -> Vec<String> {
+    names.iter().map(|n| unscoped(n).to_string()).collect()
+}
+
+#[async_trait::async_trait]
+impl host::cache::Cache for Unscoped {
+    async fn get(&self, key: &str, stamp: &mut host::cache::Stamp) -> Option<Vec<u8>> {
+        self.0.get(unscoped(key), stamp).await
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+        tags: &[String],
+        stamp: &host::cache::Stamp,
+    ) {
+        self.0
+            .set(unscoped(key), value, ttl, &unscoped_all(tags), stamp)
+            .await
+    }
+
+    async fn delete(&self, key: &str) {
+        self.0.delete(unscoped(key)).await
+    }
+
+    async fn invalidate_tags(&self, tags: &[String]) {
+        self.0.invalidate_tags(&unscoped_all(tags)).await
     }
 }

@@ -134,6 +134,7 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
             let _ = stopped.await;
         },
         Duration::from_secs(1),
+        HttpLimits::default().header_timeout,
     ));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -68,8 +68,10 @@ impl Default for CacheMetrics {
     }
 }
 
-/// The endpoint a key belongs to: its first two `:`-separated parts.
+/// The endpoint a key belongs to: its first two `:`-separated parts, after
+/// the component's cache namespace (up to the first `/`).
 pub fn endpoint_of(key: &str) -> &str {
+    let key = key.split_once('/').map_or(key, |(_, rest)| rest);
     match key.match_indices(':').nth(1) {
         Some((i, _)) => &key[..i],
         None => key,
@@ -128,6 +130,10 @@ mod tests {
             "marketplace:categories"
         );
         assert_eq!(endpoint_of("plain"), "plain");
+        assert_eq!(
+            endpoint_of("marketplace/marketplace:agents:q%3A:x:1"),
+            "marketplace:agents"
+        );
     }
 
     #[test]

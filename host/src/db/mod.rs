@@ -12,11 +12,29 @@
 //!
 //! **Invariant:** parameters are always bound, never interpolated into SQL.
 
+mod guard;
 mod postgres;
 mod sqlite;
+mod sqlite_authorizer;
 
-pub use postgres::PostgresDatabase;
+pub use guard::{Engine, Guarded, check as check_component_sql};
+pub use postgres::{COMPONENT_ROLE, PostgresDatabase};
 pub use sqlite::SqliteDatabase;
+
+/// The product's tables: the only ones component SQL may read or write
+/// (`SELECT`, `INSERT`, `UPDATE`, `DELETE`). Enforced by the PostgreSQL
+/// role's grants and by the SQLite authorizer.
+pub const COMPONENT_TABLES: &[&str] = &[
+    "categories",
+    "agents",
+    "installations",
+    "workflow_templates",
+];
+
+/// The host's own tables, which component SQL may never touch: who may
+/// call the API and as whom. The PostgreSQL role's grants on them are
+/// revoked at every start.
+pub const HOST_TABLES: &[&str] = &["users", "workspaces", "workspace_members", "api_tokens"];
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -38,25 +56,77 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> DbError {
     }
 }
 
-/// A sqlx result as `Rows`, each cell decoded by the engine's `cell`.
-fn decode_rows<R: sqlx::Row>(
-    rows: Vec<R>,
+/// Gathers a result row by row as it streams from the server, and refuses
+/// it once it passes the row or byte cap: nothing past the cap is decoded,
+/// so host memory stays bounded whatever a statement selects.
+pub(crate) struct Collector {
+    /// What has been gathered so far.
+    rows: Rows,
+    /// Approximate bytes of the values gathered so far.
+    bytes: usize,
+    /// The caps.
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl Collector {
+    pub(crate) fn new(options: &DbOptions) -> Self {
+        Self {
+            rows: Rows::default(),
+            bytes: 0,
+            max_rows: options.max_rows,
+            max_bytes: options.max_result_bytes,
+        }
+    }
+
+    /// Adds `row`, each cell decoded by the engine's `cell`.
+    pub(crate) fn push<R: sqlx::Row>(
+        &mut self,
+        row: &R,
+        cell: fn(&R, usize) -> Result<Value, DbError>,
+    ) -> Result<(), DbError> {
+        use sqlx::Column as _;
+        if self.rows.rows.len() >= self.max_rows {
+            return Err(DbError::Refused(format!(
+                "the result has more than {} rows; page it with LIMIT and OFFSET",
+                self.max_rows
+            )));
+        }
+        if self.rows.columns.is_empty() {
+            self.rows.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let values = (0..row.len())
+            .map(|i| cell(row, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.bytes += values.iter().map(Value::size).sum::<usize>();
+        if self.bytes > self.max_bytes {
+            return Err(DbError::Refused(format!(
+                "the result is larger than {} bytes; select fewer columns or page it",
+                self.max_bytes
+            )));
+        }
+        self.rows.rows.push(values);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Rows {
+        self.rows
+    }
+}
+
+/// Streams `stream`'s rows into a `Collector`.
+pub(crate) async fn collect<'s, R: sqlx::Row>(
+    mut stream: futures_util::stream::BoxStream<'s, Result<R, sqlx::Error>>,
+    options: &DbOptions,
     cell: fn(&R, usize) -> Result<Value, DbError>,
+    classify: fn(sqlx::Error) -> DbError,
 ) -> Result<Rows, DbError> {
-    use sqlx::Column as _;
-    let columns = rows
-        .first()
-        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| cell(row, i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Rows { columns, rows })
+    use futures_util::TryStreamExt as _;
+    let mut collector = Collector::new(options);
+    while let Some(row) = stream.try_next().await.map_err(classify)? {
+        collector.push(&row, cell)?;
+    }
+    Ok(collector.finish())
 }
 
 /// Connection settings common to both engines.
@@ -68,6 +138,12 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// How long to wait for a pooled connection before `Unavailable`.
     pub acquire_timeout: Duration,
+    /// Most rows one component statement may return; past it the call fails
+    /// with `Refused` and the rest of the result is never read.
+    pub max_rows: usize,
+    /// Most bytes of values one component statement may return (counted
+    /// as the decoded values' sizes), likewise.
+    pub max_result_bytes: usize,
 }
 
 impl Default for DbOptions {
@@ -76,6 +152,8 @@ impl Default for DbOptions {
             statement_timeout: Duration::from_secs(5),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
+            max_rows: 10_000,
+            max_result_bytes: 8 << 20,
         }
     }
 }
@@ -93,6 +171,18 @@ pub enum Value {
     Json(String),
     /// Milliseconds since the Unix epoch, UTC.
     Timestamp(i64),
+}
+
+impl Value {
+    /// Roughly the bytes this value holds, for the result cap.
+    fn size(&self) -> usize {
+        const CELL: usize = std::mem::size_of::<Value>();
+        CELL + match self {
+            Value::Text(s) | Value::Json(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A query's result: column names and rows of values in column order.
@@ -121,6 +211,11 @@ pub enum DbError {
     Timeout(String),
     #[error("database error: {0}")]
     Other(String),
+    /// The statement or its result is outside what a component may do:
+    /// refused by `guard`, by the engine's grants or authorizer, or past
+    /// the result caps. Components see it as `other`, with this message.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// SQL access with positional `$N` parameters on every engine.
@@ -140,13 +235,39 @@ pub trait Database: Send + Sync + 'static {
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError>;
 }
 
-/// Opens the database named by `url` (`sqlite://…` or `postgres://…`).
-/// Nothing is migrated yet, and a Postgres server need not be up.
-pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Arc<dyn Database>> {
+/// The database as the host sees it and as components see it.
+pub struct Databases {
+    /// The host's own statements: migrations, demo data, authentication.
+    pub host: Arc<dyn Database>,
+    /// Component statements: checked by `guard`, then run under the
+    /// engine's second defence (a role with narrow grants, or an
+    /// authorizer on connections of their own).
+    pub components: Arc<dyn Database>,
+}
+
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`) for
+/// the host and for components. Nothing is migrated yet, and a Postgres
+/// server need not be up.
+pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Databases> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteDatabase::open(url, options).await?))
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            anyhow::bail!(
+                "DATABASE_URL {url:?} is an in-memory SQLite database, which the host and its components could not share; name a file (sqlite://data/marketplace.db)"
+            );
+        }
+        let host = SqliteDatabase::open(url, options).await?;
+        let components = SqliteDatabase::open_for_components(url, options).await?;
+        Ok(Databases {
+            host: Arc::new(host),
+            components: Arc::new(Guarded::new(Arc::new(components), Engine::Sqlite)),
+        })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresDatabase::connect_lazy(url, options)?))
+        let host = PostgresDatabase::connect_lazy(url, options)?;
+        let components = host.for_components();
+        Ok(Databases {
+            host: Arc::new(host),
+            components: Arc::new(Guarded::new(Arc::new(components), Engine::Postgres)),
+        })
     } else {
         anyhow::bail!("unsupported DATABASE_URL {url:?}: expected sqlite://… or postgres://…")
     }
@@ -156,15 +277,25 @@ pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Arc<dyn D
 pub struct Gate {
     /// The real backend.
     inner: Arc<dyn Database>,
-    /// Set once the schema is migrated and the demo data seeded.
-    ready: AtomicBool,
+    /// Set once the schema is migrated and the demo data seeded; shared by
+    /// the gates of one database's views (`sibling`).
+    ready: Arc<AtomicBool>,
 }
 
 impl Gate {
     pub fn new(inner: Arc<dyn Database>) -> Self {
         Self {
             inner,
-            ready: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A gate in front of `inner` that opens when this one does: for the
+    /// components' view of the same database.
+    pub fn sibling(&self, inner: Arc<dyn Database>) -> Self {
+        Self {
+            inner,
+            ready: self.ready.clone(),
         }
     }
 

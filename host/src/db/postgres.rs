@@ -15,14 +15,52 @@ use sqlx::postgres::{
 };
 use sqlx::types::Json;
 use sqlx::types::chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::{Column, Encode, PgPool, Postgres, Row, Type, TypeInfo, ValueRef};
+use sqlx::{Column, Encode, PgConnection, PgPool, Postgres, Row, Type, TypeInfo, ValueRef};
 use std::str::FromStr;
+
+/// The role component statements run under: created by `migrate`, with
+/// grants on `COMPONENT_TABLES` only.
+pub const COMPONENT_ROLE: &str = "marketplace_component";
+
+/// Starts a component call: its own transaction, under the component role.
+const BEGIN_AS_COMPONENT: &str = "BEGIN; SET LOCAL ROLE marketplace_component";
+
+/// Ends a component call and undoes anything it could have left on the
+/// session, in the same round trip: settings (`RESET ALL` returns to the
+/// connection's start-up options), role, cursors, `LISTEN`s, advisory locks
+/// and temporary tables. `guard` refuses all of these first; this is the
+/// defence for what a parser misses.
+const END_COMPONENT_CALL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP";
+
+/// Whose statements a view of the pool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The host's own: migrations, demo data, authentication.
+    Host,
+    /// Components': each call in a transaction under `COMPONENT_ROLE`.
+    Components,
+}
+
+/// How a component call runs its statements.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// For their rows.
+    Fetch,
+    /// For the count of rows they affect.
+    Execute,
+}
 
 /// PostgreSQL through a lazily connecting sqlx pool: the host starts even
 /// when the server is down, and the pool reconnects when it returns.
+#[derive(Clone)]
 pub struct PostgresDatabase {
-    /// The connection pool.
+    /// The connection pool, shared by the host's view and the components'.
     pool: PgPool,
+    /// The result caps.
+    options: DbOptions,
+    /// Whose statements this view runs.
+    role: Role,
 }
 
 impl PostgresDatabase {
@@ -35,8 +73,162 @@ impl PostgresDatabase {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options: options.clone(),
+            role: Role::Host,
+        })
     }
+
+    /// The same pool, for component statements: each call runs in a
+    /// transaction under `COMPONENT_ROLE`, and the session is reset before
+    /// the connection returns to the pool (closed if the reset fails).
+    pub fn for_components(&self) -> Self {
+        Self {
+            role: Role::Components,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the host connects as a superuser: component SQL is then one
+    /// parser miss away from the server's files, so the host says so.
+    pub async fn connects_as_superuser(&self) -> Result<bool, DbError> {
+        let row: (bool,) =
+            sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(row.0)
+    }
+
+    /// Creates `COMPONENT_ROLE` if needed, lets the host's user switch to
+    /// it, and grants it the product's tables in the current schema and
+    /// nothing else. Idempotent; safe when several hosts start at once.
+    async fn prepare_component_role(&self) -> Result<(), DbError> {
+        let role = COMPONENT_ROLE;
+        let create = format!(
+            "DO $$ BEGIN \
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role} NOLOGIN; \
+               END IF; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+             END $$"
+        );
+        let join = format!(
+            "DO $$ BEGIN \
+               IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN \
+                 EXECUTE format('GRANT {role} TO %I', current_user); \
+               END IF; \
+             END $$"
+        );
+        let tables = super::COMPONENT_TABLES.join(", ");
+        let host_tables = super::HOST_TABLES.join(", ");
+        let grants = format!(
+            "DO $$ BEGIN \
+               EXECUTE format('GRANT USAGE ON SCHEMA %I TO {role}', current_schema()); \
+             END $$; \
+             REVOKE ALL ON {host_tables} FROM {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {role}"
+        );
+        for sql in [create, join, grants] {
+            sqlx::raw_sql(&sql)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| match classify(e) {
+                    DbError::Other(message) => DbError::Other(format!(
+                        "preparing the role {role} that component SQL runs under: {message}; \
+                         connect as a user with CREATEROLE, or create the role and grant it to this user"
+                    )),
+                    other => other,
+                })?;
+        }
+        if self.connects_as_superuser().await? {
+            tracing::warn!(
+                "the host connects to PostgreSQL as a superuser; component SQL runs as {role}, \
+                 but connect as an ordinary user with CREATEROLE (or with {role} granted to it) \
+                 so that a bug in the host cannot reach the server's files"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `statements` as one component call: `BEGIN` and the role switch,
+    /// the statements (each streamed within the caps, or run for their
+    /// affected count), `COMMIT` or `ROLLBACK`, then the session reset.
+    /// Returns each statement's rows and the rows affected in all.
+    async fn component_call(
+        &self,
+        statements: &[(&str, &[Value])],
+        mode: Mode,
+    ) -> Result<(Vec<Rows>, u64), DbError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        let result = run_component_statements(&mut conn, statements, mode, &self.options).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        // A result cut off at its cap leaves rows in flight on the wire:
+        // close that connection rather than drain it.
+        let cut_off = matches!(result, Err(DbError::Refused(_)));
+        let ended = if cut_off {
+            Err(DbError::Refused("result cut off".into()))
+        } else {
+            let end = format!("{end}; {END_COMPONENT_CALL}");
+            sqlx::Executor::execute(&mut *conn, end.as_str())
+                .await
+                .map(|_| ())
+                .map_err(classify)
+        };
+        match ended {
+            Ok(()) => result,
+            Err(e) => {
+                if !cut_off {
+                    tracing::warn!(error = %e, "could not reset a database connection after a component call; closing it");
+                }
+                conn.close_on_drop();
+                match result {
+                    // The commit itself failed: the writes did not happen.
+                    Ok(_) => Err(e),
+                    Err(first) => Err(first),
+                }
+            }
+        }
+    }
+}
+
+/// `BEGIN` as the component role, then `statements`; see `component_call`.
+async fn run_component_statements(
+    conn: &mut PgConnection,
+    statements: &[(&str, &[Value])],
+    mode: Mode,
+    options: &DbOptions,
+) -> Result<(Vec<Rows>, u64), DbError> {
+    sqlx::Executor::execute(&mut *conn, BEGIN_AS_COMPONENT)
+        .await
+        .map_err(classify)?;
+    let mut results = Vec::with_capacity(statements.len());
+    let mut affected = 0;
+    for (sql, params) in statements {
+        match mode {
+            Mode::Fetch => results.push(fetch_rows(&mut *conn, sql, params, options).await?),
+            Mode::Execute => {
+                let done = bind(sql, params)?
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+                affected += done.rows_affected();
+            }
+        }
+    }
+    Ok((results, affected))
+}
+
+/// Streams one statement's rows within the caps.
+async fn fetch_rows(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[Value],
+    options: &DbOptions,
+) -> Result<Rows, DbError> {
+    let stream = bind(sql, params)?.fetch(conn);
+    super::collect(stream, options, decode_cell, classify).await
 }
 
 /// A NULL whose type the server infers from where it is used.
@@ -143,6 +335,12 @@ fn classify(err: sqlx::Error) -> DbError {
             let code = db.code().unwrap_or_default();
             if code == "57014" {
                 DbError::Timeout(db.message().to_string())
+            } else if code == "42501" {
+                // insufficient_privilege: a component reached past its grants.
+                DbError::Refused(format!(
+                    "{}: components may read and write only the product's tables",
+                    db.message()
+                ))
             } else if is_unavailable_state(&code) {
                 DbError::Unavailable(db.message().to_string())
             } else if !matches!(db.kind(), sqlx::error::ErrorKind::Other) {
@@ -167,36 +365,57 @@ impl Database for PostgresDatabase {
         super::MIGRATOR
             .run(&self.pool)
             .await
-            .map_err(super::migrate_error)
+            .map_err(super::migrate_error)?;
+        self.prepare_component_role().await
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
-        let rows = bind(sql, params)?
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        super::decode_rows(rows, decode_cell)
+        match self.role {
+            Role::Host => {
+                let stream = bind(sql, params)?.fetch(&self.pool);
+                super::collect(stream, &self.options, decode_cell, classify).await
+            }
+            Role::Components => {
+                let (mut results, _) = self.component_call(&[(sql, params)], Mode::Fetch).await?;
+                Ok(results.pop().unwrap_or_default())
+            }
+        }
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let done = bind(sql, params)?
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected())
+        match self.role {
+            Role::Host => {
+                let done = bind(sql, params)?
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                Ok(done.rows_affected())
+            }
+            Role::Components => Ok(self
+                .component_call(&[(sql, params)], Mode::Execute)
+                .await?
+                .1),
+        }
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut results = Vec::with_capacity(statements.len());
-        for s in statements {
-            let rows = bind(&s.sql, &s.params)?
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
-            results.push(super::decode_rows(rows, decode_cell)?);
+        match self.role {
+            Role::Host => {
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let mut results = Vec::with_capacity(statements.len());
+                for s in statements {
+                    results.push(fetch_rows(&mut tx, &s.sql, &s.params, &self.options).await?);
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(results)
+            }
+            Role::Components => {
+                let calls: Vec<(&str, &[Value])> = statements
+                    .iter()
+                    .map(|s| (s.sql.as_str(), s.params.as_slice()))
+                    .collect();
+                Ok(self.component_call(&calls, Mode::Fetch).await?.0)
+            }
         }
-        tx.commit().await.map_err(classify)?;
-        Ok(results)
     }
 }

@@ -9,30 +9,54 @@
 //! declared `TIMESTAMP` or `DATETIME`; a `json` parameter is stored as text
 //! and reads back as `text`.
 
-use super::{Database, DbError, DbOptions, Rows, Statement, Value};
+use super::{Database, DbError, DbOptions, Rows, Statement, Value, sqlite_authorizer};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{Column, Connection, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{Column, Connection, Row, Sqlite, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// SQLite virtual-machine steps between two checks of the deadline.
 const PROGRESS_STEPS: i32 = 10_000;
 
+/// Whose statements a pool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The host's own: migrations, demo data, authentication.
+    Host,
+    /// Components', on connections of their own under the authorizer.
+    Components,
+}
+
 /// SQLite through a sqlx pool, in WAL mode.
 pub struct SqliteDatabase {
     /// The connection pool; SQLite serializes writers itself.
     pool: SqlitePool,
-    /// How long one statement (or transaction) may run.
-    statement_timeout: Duration,
+    /// How long one statement (or transaction) may run, and the result caps.
+    options: DbOptions,
+    /// Whose statements this pool runs.
+    role: Role,
 }
 
 impl SqliteDatabase {
-    /// Opens (creating file and directory if needed) the database at `url`.
+    /// Opens (creating file and directory if needed) the database at `url`
+    /// for the host's own statements.
     pub async fn open(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
+        Self::open_as(url, options, Role::Host).await
+    }
+
+    /// Opens the database at `url` on connections of their own for
+    /// component statements: each runs under the authorizer
+    /// (`sqlite_authorizer`), and a connection left inside a transaction
+    /// is closed rather than returned to the pool.
+    pub async fn open_for_components(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
+        Self::open_as(url, options, Role::Components).await
+    }
+
+    async fn open_as(url: &str, options: &DbOptions, role: Role) -> anyhow::Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -43,21 +67,31 @@ impl SqliteDatabase {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let pool = SqlitePoolOptions::new()
+        let mut pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
+            .acquire_timeout(options.acquire_timeout);
+        if role == Role::Components {
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    let mut handle = conn.lock_handle().await?;
+                    // SAFETY: the locked handle is live and ours alone.
+                    unsafe { sqlite_authorizer::install(handle.as_raw_handle()) };
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(connect).await?;
         Ok(Self {
             pool,
-            statement_timeout: options.statement_timeout,
+            options: options.clone(),
+            role,
         })
     }
 
     /// A connection whose statements are interrupted past the timeout.
     async fn connection(&self) -> Result<(PoolConnection<Sqlite>, Instant), DbError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
-        let deadline = Instant::now() + self.statement_timeout;
+        let deadline = Instant::now() + self.options.statement_timeout;
         conn.lock_handle()
             .await
             .map_err(classify)?
@@ -66,14 +100,25 @@ impl SqliteDatabase {
     }
 
     /// Removes the progress handler before the connection returns to the
-    /// pool, and turns a failure past the deadline into `Timeout`.
+    /// pool, closes a component connection left inside a transaction or
+    /// that failed past its cap, and turns a failure past the deadline into
+    /// `Timeout`.
     async fn finish<T>(
         mut conn: PoolConnection<Sqlite>,
         deadline: Instant,
         result: Result<T, DbError>,
     ) -> Result<T, DbError> {
-        if let Ok(mut handle) = conn.lock_handle().await {
-            handle.remove_progress_handler();
+        let left_open = match conn.lock_handle().await {
+            Ok(mut handle) => {
+                handle.remove_progress_handler();
+                // SAFETY: the locked handle is live and ours alone.
+                unsafe { sqlite_authorizer::in_transaction(handle.as_raw_handle()) }
+            }
+            Err(_) => true,
+        };
+        if left_open {
+            tracing::warn!("a database connection was left inside a transaction; closing it");
+            conn.close_on_drop();
         }
         match result {
             Err(DbError::Other(message)) if Instant::now() >= deadline => {
@@ -81,6 +126,17 @@ impl SqliteDatabase {
             }
             other => other,
         }
+    }
+
+    /// Runs one statement and gathers its rows within the caps.
+    async fn fetch(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Rows, DbError> {
+        let stream = bind(sql, params).fetch(conn);
+        super::collect(stream, &self.options, decode_cell, classify).await
     }
 }
 
@@ -122,7 +178,15 @@ fn decode_cell(row: &SqliteRow, i: usize) -> Result<Value, DbError> {
 /// Maps a sqlx error to the guest-visible error kinds, by error kind, never
 /// by message text.
 fn classify(err: sqlx::Error) -> DbError {
+    /// SQLITE_AUTH: the authorizer denied the statement.
+    const NOT_AUTHORIZED: &str = "23";
     match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(NOT_AUTHORIZED) => {
+            DbError::Refused(format!(
+                "{}: components may read and write only the product's tables, and change nothing else",
+                db.message()
+            ))
+        }
         sqlx::Error::Database(db) if !matches!(db.kind(), sqlx::error::ErrorKind::Other) => {
             DbError::Constraint(db.message().to_string())
         }
@@ -146,10 +210,7 @@ impl Database for SqliteDatabase {
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
         let (mut conn, deadline) = self.connection().await?;
-        let result = match bind(sql, params).fetch_all(&mut *conn).await {
-            Ok(rows) => super::decode_rows(rows, decode_cell),
-            Err(e) => Err(classify(e)),
-        };
+        let result = self.fetch(&mut conn, sql, params).await;
         Self::finish(conn, deadline, result).await
     }
 
@@ -165,21 +226,64 @@ impl Database for SqliteDatabase {
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
         let (mut conn, deadline) = self.connection().await?;
-        let result = async {
-            // Dropping an uncommitted transaction rolls it back.
-            let mut tx = conn.begin().await.map_err(classify)?;
-            let mut results = Vec::with_capacity(statements.len());
-            for s in statements {
-                let rows = bind(&s.sql, &s.params)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                results.push(super::decode_rows(rows, decode_cell)?);
-            }
-            tx.commit().await.map_err(classify)?;
-            Ok(results)
-        }
-        .await;
+        let result = match self.role {
+            Role::Host => self.host_transaction(&mut conn, statements).await,
+            Role::Components => self.component_transaction(&mut conn, statements).await,
+        };
         Self::finish(conn, deadline, result).await
+    }
+}
+
+impl SqliteDatabase {
+    /// The host's own transaction.
+    async fn host_transaction(
+        &self,
+        conn: &mut SqliteConnection,
+        statements: &[Statement],
+    ) -> Result<Vec<Rows>, DbError> {
+        // Dropping an uncommitted transaction rolls it back.
+        let mut tx = conn.begin().await.map_err(classify)?;
+        let mut results = Vec::with_capacity(statements.len());
+        for s in statements {
+            results.push(self.fetch(&mut tx, &s.sql, &s.params).await?);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(results)
+    }
+
+    /// A component's transaction: inside the host's secret savepoint, the
+    /// only transaction control the authorizer allows. A failure rolls the
+    /// savepoint back; `finish` closes the connection if even that failed.
+    async fn component_transaction(
+        &self,
+        conn: &mut SqliteConnection,
+        statements: &[Statement],
+    ) -> Result<Vec<Rows>, DbError> {
+        let name = sqlite_authorizer::savepoint();
+        let begin = format!("SAVEPOINT {name}");
+        sqlx::Executor::execute(&mut *conn, begin.as_str())
+            .await
+            .map_err(classify)?;
+        let mut results = Vec::with_capacity(statements.len());
+        let mut outcome = Ok(());
+        for s in statements {
+            match self.fetch(conn, &s.sql, &s.params).await {
+                Ok(rows) => results.push(rows),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let end = match outcome {
+            Ok(()) => format!("RELEASE {name}"),
+            Err(_) => format!("ROLLBACK TO {name}; RELEASE {name}"),
+        };
+        let ended = sqlx::Executor::execute(&mut *conn, end.as_str())
+            .await
+            .map_err(classify);
+        outcome?;
+        ended?;
+        Ok(results)
     }
 }

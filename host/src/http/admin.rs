@@ -1,5 +1,7 @@
 //! The admin API under `/admin`, mounted only when an admin token is
-//! configured, and requiring it as `Authorization: Bearer <token>`:
+//! configured, and requiring it as `Authorization: Bearer <token>` (checked
+//! before any body byte is read, so an unauthenticated upload is refused at
+//! once):
 //!
 //! - `GET /admin/components`: each component's routes, serving version
 //!   (SHA-256 digest, size, load time) and the previous versions kept;
@@ -12,9 +14,11 @@
 
 use super::{AppError, AppState};
 use crate::runtime::LoadError;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
@@ -22,15 +26,23 @@ use sha2::{Digest, Sha256};
 /// Largest component upload, in bytes.
 const MAX_UPLOAD_BYTES: usize = 64 << 20;
 
-/// The admin routes.
-pub(super) fn routes() -> Router<AppState> {
+/// The admin routes, every one behind the admin token, checked before any
+/// byte of a body is read.
+pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/components", get(list))
-        .route(
-            "/admin/components/{name}",
-            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
+        .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Refuses a request without the admin token before its handler (and so
+/// its body extractor) runs.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Checks the admin bearer token (comparing digests, so the comparison's
@@ -55,11 +67,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, AppError> {
-    authorize(&state, &headers)?;
+async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     Ok(Json(
         serde_json::json!({ "components": state.inner.registry.list() }),
     ))
@@ -69,12 +77,12 @@ async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
-    authorize(&state, &headers)?;
     if !state.inner.registry.contains(&name) {
         return Err(AppError::NotFound(format!("component {name:?}")));
     }
+    let body = super::read_body(&state.inner.limits, &headers, body, MAX_UPLOAD_BYTES).await?;
     let runtime = state.inner.runtime.clone();
     let compile_name = name.clone();
     // Compiling takes CPU for a while: keep it off the async workers.
@@ -94,8 +102,6 @@ async fn upload(
 async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
-    authorize(&state, &headers)?;
     Ok(Json(state.inner.registry.rollback(&name)?))
 }

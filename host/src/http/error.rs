@@ -18,6 +18,8 @@ pub enum AppError {
     NotFound(String),
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive within {} s; send it faster or in a smaller request", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -45,6 +47,7 @@ impl AppError {
         match self {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -108,7 +111,7 @@ impl From<DbError> for AppError {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::DatabaseUnavailable
             }
-            DbError::Constraint(_) | DbError::Other(_) => {
+            DbError::Constraint(_) | DbError::Other(_) | DbError::Refused(_) => {
                 tracing::error!(error = %err, "database error in the host");
                 Self::Internal
             }

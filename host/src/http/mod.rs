@@ -1,10 +1,15 @@
-//! The HTTP front: `app` builds the axum `Router` that bounds the requests in
-//! flight, limits bodies, serves `/healthz` and `/metrics`, authenticates
-//! bearer tokens, and dispatches every other path to the component its route
-//! names.
+//! The HTTP front: `app` builds the axum `Router` that serves `/healthz`,
+//! `/metrics`, `/openapi.json` and `/admin` under a small bound of their own,
+//! and dispatches every other path to the component its route names: the
+//! body is read (within its size limit and its time allowance), then the
+//! request is admitted (a permit of the in-flight bound and of the
+//! component's share of it), the bearer token resolved, and the component
+//! invoked.
 //!
-//! **Invariant:** past `max_in_flight` requests, the host answers 503 with
-//! `Retry-After` at once; it never queues without bound.
+//! **Invariant:** past `max_in_flight` requests, or past a component's share
+//! of it, the host answers 503 with `Retry-After` at once; it never queues
+//! without bound. A request holds no permit while its body arrives, so slow
+//! clients cannot take the bound from others.
 
 mod admin;
 mod error;
@@ -16,18 +21,23 @@ use crate::auth;
 use crate::cache::CacheMetrics;
 use crate::db::Database;
 use crate::registry::Registry;
-use crate::runtime::{Request, Response as ComponentResponse, Runtime};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use crate::runtime::{LoadedComponent, Request, Response as ComponentResponse, Runtime};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sha2::Digest as _;
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Requests to `/healthz`, `/metrics`, `/openapi.json` and `/admin` handled
+/// at once: their own bound, apart from the API's.
+const OPS_IN_FLIGHT: usize = 8;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -39,6 +49,14 @@ pub struct HttpLimits {
     /// Mounts the benchmarks' native baseline under `/native` (see
     /// `native.rs`). Off in production.
     pub native_baseline: bool,
+    /// Longest a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a request body may take on top of its transfer at
+    /// `min_body_rate`; past the allowance the request is 408.
+    pub body_timeout: Duration,
+    /// Slowest accepted body transfer, in bytes per second: a body of N
+    /// bytes may take `body_timeout + N / min_body_rate`.
+    pub min_body_rate: u64,
 }
 
 impl Default for HttpLimits {
@@ -47,6 +65,9 @@ impl Default for HttpLimits {
             max_body_bytes: 1 << 20,
             admin_token: None,
             native_baseline: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 256 << 10,
         }
     }
 }
@@ -68,10 +89,16 @@ struct Inner {
     metrics: Arc<CacheMetrics>,
     /// SHA-256 of the admin token; `None` leaves `/admin` unmounted.
     admin_token_hash: Option<Vec<u8>>,
-    /// Request size limits.
+    /// Request size and time limits.
     limits: HttpLimits,
-    /// One permit per request in flight.
+    /// One permit per API request in flight.
     in_flight: Arc<Semaphore>,
+    /// Each component's share of `in_flight`, by name: no component may
+    /// hold more, so a slow or looping one leaves room for the others.
+    shares: HashMap<String, Arc<Semaphore>>,
+    /// One permit per operations request (`/healthz`, `/metrics`,
+    /// `/openapi.json`, `/admin`) in flight.
+    ops_in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -83,6 +110,12 @@ impl AppState {
         limits: HttpLimits,
     ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
+        let components = registry.list();
+        let share = component_share(permits, components.len());
+        let shares = components
+            .into_iter()
+            .map(|c| (c.name, Arc::new(Semaphore::new(share))))
+            .collect();
         let admin_token_hash = limits
             .admin_token
             .as_ref()
@@ -96,16 +129,58 @@ impl AppState {
                 admin_token_hash,
                 limits,
                 in_flight: Arc::new(Semaphore::new(permits)),
+                shares,
+                ops_in_flight: Arc::new(Semaphore::new(OPS_IN_FLIGHT)),
             }),
         }
+    }
+
+    /// Admits one request to `component`: a permit of its share and one of
+    /// the in-flight bound, or 503 at once.
+    pub(super) fn admit(&self, component: &str) -> Result<Admission, AppError> {
+        let share = match self.inner.shares.get(component) {
+            Some(share) => Some(
+                share
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| AppError::Overloaded)?,
+            ),
+            None => None,
+        };
+        let global = self
+            .inner
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::Overloaded)?;
+        Ok(Admission {
+            _share: share,
+            _global: global,
+        })
+    }
+}
+
+/// The permits one admitted API request holds until it is answered.
+pub(super) struct Admission {
+    _share: Option<OwnedSemaphorePermit>,
+    _global: OwnedSemaphorePermit,
+}
+
+/// How many of `permits` one of `components` components may hold: all of
+/// them when it is alone, else three quarters (at least one), so that a
+/// quarter of the bound is always left to the others.
+fn component_share(permits: usize, components: usize) -> usize {
+    if components <= 1 {
+        permits
+    } else {
+        (permits * 3 / 4).max(1)
     }
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let max_body = state.inner.limits.max_body_bytes;
     let admin = if state.inner.admin_token_hash.is_some() {
-        admin::routes()
+        admin::routes(state.clone())
     } else {
         Router::new()
     };
@@ -114,18 +189,19 @@ pub fn app(state: AppState) -> Router {
     } else {
         Router::new()
     };
-    Router::new()
+    let ops = Router::new()
         .merge(admin)
-        .merge(native)
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi))
-        .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            bound_in_flight,
-        ))
-        .layer(DefaultBodyLimit::max(max_body))
+            bound_ops_in_flight,
+        ));
+    Router::new()
+        .merge(ops)
+        .merge(native)
+        .fallback(dispatch)
         .with_state(state)
 }
 
@@ -153,41 +229,89 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Admits a request only while a permit is free; otherwise 503 at once.
-async fn bound_in_flight(
+/// Admits an operations request only while one of their permits is free;
+/// otherwise 503 at once. The API's load never takes these permits.
+async fn bound_ops_in_flight(
     State(state): State<AppState>,
     request: HttpRequest,
     next: Next,
 ) -> Response {
-    match state.inner.in_flight.clone().try_acquire_owned() {
+    match state.inner.ops_in_flight.clone().try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
         Err(_) => AppError::Overloaded.into_response(),
     }
 }
 
-/// Hands the request to the component routed for its path, with the
-/// principal of its bearer token if it has one. An unknown or malformed
-/// token is refused here, before any component runs.
+/// Reads `body` whole, refusing it past `max` bytes (413, at once when the
+/// declared length says so) or when it does not arrive within its allowance
+/// (408): `body_timeout` plus its length at `min_body_rate`.
+pub(super) async fn read_body(
+    limits: &HttpLimits,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Bytes, AppError> {
+    use http_body_util::BodyExt as _;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(AppError::PayloadTooLarge(max));
+    }
+    let expected = declared.unwrap_or(max as u64);
+    let allowance =
+        limits.body_timeout + Duration::from_secs(expected / limits.min_body_rate.max(1));
+    let collected =
+        tokio::time::timeout(allowance, http_body_util::Limited::new(body, max).collect());
+    match collected.await {
+        Err(_) => Err(AppError::BodyTimeout(allowance)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(AppError::PayloadTooLarge(max))
+        }
+        Ok(Err(e)) => Err(AppError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Hands the request to the component routed for its path: reads the body,
+/// then admits the request (so a slow body holds no permit), then serves it.
 pub(super) async fn dispatch(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, AppError> {
-    let path = uri.path();
     let component = state
         .inner
         .registry
-        .resolve(path)
-        .ok_or_else(|| AppError::NotFound(path.to_string()))?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::PayloadTooLarge(state.inner.limits.max_body_bytes)
-        } else {
-            AppError::BadRequest(format!("could not read the request body: {rejection}"))
-        }
-    })?;
+        .resolve(uri.path())
+        .ok_or_else(|| AppError::NotFound(uri.path().to_string()))?;
+    let body = read_body(
+        &state.inner.limits,
+        &headers,
+        body,
+        state.inner.limits.max_body_bytes,
+    )
+    .await?;
+    let _admission = state.admit(&component.name)?;
+    serve_component(&state, &component, method, &uri, headers, body).await
+}
+
+/// Runs an admitted request through `component`, with the principal of its
+/// bearer token if it has one. An unknown or malformed token is refused
+/// here, before the component runs.
+pub(super) async fn serve_component(
+    state: &AppState,
+    component: &LoadedComponent,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
     let principal = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
@@ -197,7 +321,7 @@ pub(super) async fn dispatch(
     };
     let request = Request {
         method: method.as_str().to_string(),
-        path: path.to_string(),
+        path: uri.path().to_string(),
         query: uri
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -216,7 +340,7 @@ pub(super) async fn dispatch(
         body: body.into(),
         principal,
     };
-    let response = state.inner.runtime.invoke(&component, request).await?;
+    let response = state.inner.runtime.invoke(component, request).await?;
     into_http(response, &component.name)
 }
 

@@ -12,7 +12,7 @@
 //! the component's. Comparing the two paths under load measures what the
 //! sandbox costs per request.
 
-use super::{AppError, AppState, dispatch};
+use super::{AppError, AppState, serve_component};
 use crate::cache::Stamp;
 use axum::Router;
 use axum::body::Bytes;
@@ -126,7 +126,23 @@ async fn hit_or_component(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .trim_start_matches("/native");
+    let path = uri.path().trim_start_matches("/native");
+    let component = state
+        .inner
+        .registry
+        .resolve(path)
+        .ok_or_else(|| AppError::NotFound(path.to_string()))?;
+    // Admitted as the component's own requests are.
+    let _admission = state.admit(&component.name)?;
     if let Some(key) = key {
+        // The component's entries live in its cache namespace, as the
+        // runtime scopes them.
+        let key = format!("{}/{key}", component.cache_namespace);
         let cache = &state.inner.runtime.capabilities().cache;
         if let Some(entry) = cache.get(&key, &mut Stamp::default()).await
             && let Some((etag, body)) = split_entry(&entry)
@@ -160,15 +176,10 @@ async fn hit_or_component(
                 .into_response());
         }
     }
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .trim_start_matches("/native");
     let uri: Uri = path_and_query
         .parse()
         .map_err(|_| AppError::BadRequest("unparsable path".into()))?;
-    dispatch(State(state), Method::GET, uri, headers, Ok(Bytes::new())).await
+    serve_component(&state, &component, Method::GET, &uri, headers, Bytes::new()).await
 }
 
 /// The header the components give their cache status in.

@@ -12,6 +12,7 @@
 //! others, never fails them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -26,6 +27,10 @@ pub struct Flights {
     /// closing it (the filler stored the value, or its request ended) wakes
     /// every waiter.
     in_flight: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// Fills ended so far, of any key: a request that missed before a fill
+    /// ended and claims the key after it reads again first (see
+    /// `completed`).
+    completed: AtomicU64,
 }
 
 /// What a miss on a key means for the request that had it.
@@ -56,6 +61,7 @@ impl Drop for FillGuard {
         // Remove first, so a request arriving after the wake-up fills
         // afresh rather than waiting on a closed flight.
         self.flights.lock().remove(&self.key);
+        self.flights.completed.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -80,6 +86,14 @@ impl Flights {
             key: key.to_string(),
             _sender: sender,
         })
+    }
+
+    /// Fills ended so far. A request reads this before its cache read; if
+    /// it changed by the time the request claims the key, a fill may have
+    /// stored the value in between, so the request reads once more rather
+    /// than compute it again.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
     }
 
     /// How many keys are being filled now.

@@ -23,6 +23,8 @@ const TABLE_ELEMENTS_LIMIT: usize = 100_000;
 pub(crate) struct Invocation {
     /// The component's name, for log lines.
     component: String,
+    /// The cache namespace its keys and tags live in (see `scoped`).
+    namespace: Arc<str>,
     /// Cache and database behind the imports.
     capabilities: Capabilities,
     /// WASI state: no preopens, no environment, no sockets, empty stdin and
@@ -77,12 +79,14 @@ impl ResourceLimiter for Limits {
 impl Invocation {
     pub(crate) fn new(
         component: &str,
+        namespace: Arc<str>,
         capabilities: Capabilities,
         flights: Arc<Flights>,
         memory_limit: usize,
     ) -> Self {
         Self {
             component: component.to_string(),
+            namespace,
             capabilities,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -94,6 +98,14 @@ impl Invocation {
             flights,
             filling: Vec::new(),
         }
+    }
+
+    /// `name` (a key or a tag) inside the component's cache namespace:
+    /// `{namespace}/{name}`. Namespaces are letters, digits, `-` and `_`, so
+    /// the first `/` always ends one, and no component can name a key or
+    /// tag of another namespace.
+    fn scoped(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
     }
 
     pub(crate) fn limits(&mut self) -> &mut Limits {
@@ -120,7 +132,9 @@ impl cache::Host for Invocation {
     /// A miss on a key another request is computing waits for that request
     /// and reads again (see `flights`): concurrent misses compute once.
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        let key = self.scoped(&key);
         let cache = &self.capabilities.cache;
+        let fills_seen = self.flights.completed();
         if let Some(value) = cache.get(&key, &mut self.stamp).await {
             return Some(value);
         }
@@ -129,6 +143,15 @@ impl cache::Host for Invocation {
         }
         match self.flights.miss(&key) {
             Miss::Fill(guard) => {
+                // A fill that ended between our read and our claim (a Redis
+                // read takes a round trip) may have stored the key: read
+                // once more before computing it again. Dropping the guard
+                // on a hit wakes anyone who started waiting meanwhile.
+                if self.flights.completed() != fills_seen
+                    && let Some(value) = cache.get(&key, &mut self.stamp).await
+                {
+                    return Some(value);
+                }
                 self.filling.push(guard);
                 None
             }
@@ -146,6 +169,8 @@ impl cache::Host for Invocation {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
+        let key = self.scoped(&key);
+        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
         let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
         self.capabilities
             .cache
@@ -156,10 +181,12 @@ impl cache::Host for Invocation {
     }
 
     async fn delete(&mut self, key: String) {
+        let key = self.scoped(&key);
         self.capabilities.cache.delete(&key).await;
     }
 
     async fn invalidate_tags(&mut self, tags: Vec<String>) {
+        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
         self.capabilities.cache.invalidate_tags(&tags).await;
     }
 }
@@ -260,6 +287,7 @@ impl From<hostdb::DbError> for db::DbError {
             hostdb::DbError::Constraint(m) => Self::ConstraintViolation(m),
             hostdb::DbError::Timeout(m) => Self::Timeout(m),
             hostdb::DbError::Other(m) => Self::Other(m),
+            refused @ hostdb::DbError::Refused(_) => Self::Other(refused.to_string()),
         }
     }
 }

@@ -159,6 +159,9 @@ pub enum InvokeError {
 pub struct LoadedComponent {
     /// The name it is routed and listed by.
     pub name: String,
+    /// The cache namespace its keys and tags live in: its name unless the
+    /// manifest gives it a shared one (the registry sets it).
+    pub cache_namespace: Arc<str>,
     /// Hex SHA-256 of the `.wasm` bytes it was compiled from.
     pub digest: String,
     /// Size of those bytes.
@@ -276,6 +279,7 @@ impl Runtime {
             bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(LoadedComponent {
             name: name.to_string(),
+            cache_namespace: name.into(),
             digest,
             size: bytes.len(),
             bytes: bytes.into(),
@@ -334,6 +338,7 @@ impl Runtime {
             &self.engine,
             Invocation::new(
                 &component.name,
+                component.cache_namespace.clone(),
                 self.capabilities.clone(),
                 self.flights.clone(),
                 self.sandbox.memory_limit,
