@@ -17,6 +17,57 @@ fn describe(token: Option<&str>) -> Request<Body> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_token_authenticates_its_user_with_its_workspace() {
+    let h = host(SandboxConfig::default()).await;
+    let url = format!("sqlite://{}", h._dir.path().join("test.db").display());
+    let databases = host::db::connect(&url, &host::db::DbOptions::default())
+        .await
+        .unwrap();
+    let token = host::auth::create_token(
+        databases.host.as_ref(),
+        "user-ops",
+        "ops@example.com",
+        Some("ws-ops"),
+        "test",
+        host::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.len(), 64);
+    let (response, body) = send(&h.app, describe(Some(&format!("Bearer {token}")))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let principal = &json(&body)["principal"];
+    assert_eq!(principal["userId"], "user-ops");
+    assert_eq!(principal["workspaceIds"], serde_json::json!(["ws-ops"]));
+}
+
+/// Statements the host has run against its database so far.
+async fn statements(app: &axum::Router) -> u64 {
+    let (_, body) = get(app, "/metrics").await;
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("marketplace_db_statements_total "))
+        .expect("a statement counter")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_request_costs_one_token_query() {
+    let h = host(SandboxConfig::default()).await;
+    let before = statements(&h.app).await;
+    let (response, body) = send(&h.app, describe(Some(&format!("Bearer {DEMO_TOKEN}")))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json(&body)["principal"]["workspaceIds"],
+        serde_json::json!([DEMO_WORKSPACE])
+    );
+    assert_eq!(statements(&h.app).await - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_token_becomes_the_principal_the_component_sees() {
     let h = host(SandboxConfig::default()).await;
     let (response, body) = send(&h.app, describe(Some(&format!("Bearer {DEMO_TOKEN}")))).await;

@@ -159,14 +159,19 @@ async fn prepare(gate: &db::Gate, demo: Option<&seed::DemoSpec>) -> Result<(), d
     Ok(())
 }
 
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Today's midnight (UTC) in epoch milliseconds: the demo dataset's "now",
 /// so that a day's generations are identical and install times are recent.
 pub fn today_ms() -> i64 {
     const DAY_MS: i64 = 86_400_000;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = now_ms();
     now - now % DAY_MS
 }
 

@@ -21,6 +21,32 @@ struct Cli {
 enum Command {
     /// Serve the API.
     Serve(ServeArgs),
+    /// Create an API token (and its user and workspace if they are new) in
+    /// the database, and print it. Only its hash is stored.
+    CreateToken(CreateTokenArgs),
+}
+
+#[derive(Args)]
+struct CreateTokenArgs {
+    /// Database: `sqlite://path` or `postgres://…` (migrated first).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/marketplace.db"
+    )]
+    database_url: String,
+    /// The user the token authenticates as (created if new).
+    #[arg(long)]
+    user: String,
+    /// The user's email, if the user is new (default: USER@localhost).
+    #[arg(long)]
+    email: Option<String>,
+    /// A workspace to make the user a member of (created if new).
+    #[arg(long)]
+    workspace: Option<String>,
+    /// A label for the token, to tell tokens apart later.
+    #[arg(long, default_value = "cli")]
+    label: String,
 }
 
 #[derive(Args)]
@@ -48,8 +74,12 @@ struct ServeArgs {
     /// Most bytes of values one component statement may return.
     #[arg(long, env = "DB_MAX_RESULT_BYTES", default_value_t = 8 << 20)]
     db_max_result_bytes: usize,
-    /// Agents in the demo dataset generated on first start of an empty
-    /// database (100000 for benchmarks; 0 for no demo data).
+    /// Generate the demo dataset (and its well-known token) on first start
+    /// of an empty database. Default: yes for SQLite, no for PostgreSQL.
+    #[arg(long, env = "DEMO_DATA", action = clap::ArgAction::Set)]
+    demo_data: Option<bool>,
+    /// Agents in the demo dataset (100000 for benchmarks; 0 for no demo
+    /// data).
     #[arg(long, env = "DEMO_AGENTS", default_value_t = host::DEMO_AGENTS)]
     demo_agents: usize,
     /// The component manifest: which component answers which routes.
@@ -130,10 +160,49 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::CreateToken(args) => create_token(args).await,
     }
 }
 
+async fn create_token(args: CreateTokenArgs) -> anyhow::Result<()> {
+    let databases = host::db::connect(&args.database_url, &DbOptions::default()).await?;
+    databases
+        .host
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!(e).context("migrating the database"))?;
+    let email = args
+        .email
+        .unwrap_or_else(|| format!("{}@localhost", args.user));
+    let token = host::auth::create_token(
+        databases.host.as_ref(),
+        &args.user,
+        &email,
+        args.workspace.as_deref(),
+        &args.label,
+        host::now_ms(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e).context("creating the token"))?;
+    eprintln!(
+        "a token for {} (shown once; use it as `Authorization: Bearer <token>`):",
+        args.user
+    );
+    println!("{token}");
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Demo data, with its well-known token, only where a newcomer expects
+    // it: the embedded default, or when asked for.
+    let demo = args
+        .demo_data
+        .unwrap_or_else(|| args.database_url.starts_with("sqlite:"));
+    if !demo {
+        tracing::info!(
+            "no demo data; create an API token with `marketplace-host create-token --user <id> --workspace <id>`"
+        );
+    }
     let settings = Settings {
         database_url: args.database_url,
         db: DbOptions {
@@ -143,7 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_result_bytes: args.db_max_result_bytes,
             ..DbOptions::default()
         },
-        demo_agents: args.demo_agents,
+        demo_agents: if demo { args.demo_agents } else { 0 },
         manifest: args.manifest,
         sandbox: SandboxConfig {
             max_in_flight: args.max_in_flight,

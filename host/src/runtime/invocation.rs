@@ -19,6 +19,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// growth, far above what a Rust component uses.
 const TABLE_ELEMENTS_LIMIT: usize = 100_000;
 
+/// Most log lines one request may write; past it lines are dropped and
+/// counted, and one line at the end of the request says how many.
+const LOG_LINES_LIMIT: usize = 100;
+/// Most bytes of log messages one request may write, likewise.
+const LOG_BYTES_LIMIT: usize = 16 << 10;
+
 /// Everything one request's `Store` holds.
 pub(crate) struct Invocation {
     /// The component's name, for log lines.
@@ -41,6 +47,38 @@ pub(crate) struct Invocation {
     /// The keys this request missed first and so computes; dropped (waking
     /// their waiters) when it stores them or when the request ends.
     filling: Vec<FillGuard>,
+    /// What the guest has logged in this request, against the log caps.
+    logged: LogBudget,
+}
+
+/// Log lines and bytes a request has written, and those it was refused.
+#[derive(Default)]
+struct LogBudget {
+    lines: usize,
+    bytes: usize,
+    dropped_lines: usize,
+    dropped_bytes: usize,
+}
+
+impl LogBudget {
+    /// How much of `message` may be logged: all of it, a prefix, or none
+    /// (`None`, counted as dropped).
+    fn admit<'m>(&mut self, message: &'m str) -> Option<&'m str> {
+        let left = LOG_BYTES_LIMIT.saturating_sub(self.bytes);
+        if self.lines >= LOG_LINES_LIMIT || left == 0 {
+            self.dropped_lines += 1;
+            self.dropped_bytes += message.len();
+            return None;
+        }
+        let mut end = message.len().min(left);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.lines += 1;
+        self.bytes += end;
+        self.dropped_bytes += message.len() - end;
+        Some(&message[..end])
+    }
 }
 
 /// A per-instance memory cap that remembers being hit, so the host can tell
@@ -97,6 +135,7 @@ impl Invocation {
             stamp: Stamp::default(),
             flights,
             filling: Vec::new(),
+            logged: LogBudget::default(),
         }
     }
 
@@ -222,8 +261,29 @@ impl db::Host for Invocation {
     }
 }
 
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        let LogBudget {
+            dropped_lines,
+            dropped_bytes,
+            ..
+        } = self.logged;
+        if dropped_lines > 0 || dropped_bytes > 0 {
+            tracing::warn!(
+                component = %self.component,
+                dropped_lines,
+                dropped_bytes,
+                "the component logged more than {LOG_LINES_LIMIT} lines or {LOG_BYTES_LIMIT} bytes in one request; the rest was dropped"
+            );
+        }
+    }
+}
+
 impl log::Host for Invocation {
     async fn log(&mut self, level: log::Level, message: String) {
+        let Some(message) = self.logged.admit(&message) else {
+            return;
+        };
         let component = self.component.as_str();
         match level {
             log::Level::Trace => tracing::trace!(component, "{message}"),
@@ -289,5 +349,27 @@ impl From<hostdb::DbError> for db::DbError {
             hostdb::DbError::Other(m) => Self::Other(m),
             refused @ hostdb::DbError::Refused(_) => Self::Other(refused.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_logging_is_capped_in_lines_and_bytes_and_what_is_dropped_is_counted() {
+        let mut budget = LogBudget::default();
+        for _ in 0..LOG_LINES_LIMIT {
+            assert_eq!(budget.admit("line"), Some("line"));
+        }
+        assert_eq!(budget.admit("one too many"), None);
+        assert_eq!((budget.dropped_lines, budget.dropped_bytes), (1, 12));
+
+        let mut budget = LogBudget::default();
+        let big = "é".repeat(LOG_BYTES_LIMIT);
+        let kept = budget.admit(&big).unwrap();
+        assert!(kept.len() <= LOG_BYTES_LIMIT && kept.len() > LOG_BYTES_LIMIT - 2);
+        assert_eq!(budget.admit("more"), None);
+        assert_eq!(budget.dropped_bytes, big.len() - kept.len() + 4);
     }
 }
