@@ -250,3 +250,38 @@ async fn a_busy_component_takes_neither_the_others_share_nor_the_operations_boun
         assert_eq!(b.await.unwrap(), Some(200));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_looping_requests_leave_the_marketplace_answering() {
+    let front = serve(
+        SandboxConfig {
+            max_in_flight: 4,
+            deadline: Duration::from_secs(4),
+            ..SandboxConfig::default()
+        },
+        limits(),
+    )
+    .await;
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let addr = front.addr;
+        loops.push(tokio::spawn(async move {
+            get_status(addr, "/fixture/loop", None).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Admitted loops stop at their deadline (504); the one past the
+    // component's share is refused at once (503).
+    for _ in 0..5 {
+        assert_eq!(
+            get_status(front.addr, "/api/marketplace/categories", None).await,
+            Some(200)
+        );
+    }
+    let mut outcomes = Vec::new();
+    for l in loops {
+        outcomes.push(l.await.unwrap());
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, vec![Some(503), Some(504), Some(504), Some(504)]);
+}

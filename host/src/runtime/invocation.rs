@@ -10,6 +10,7 @@ use super::flights::{self, FillGuard, Flights, Miss};
 use crate::cache::Stamp;
 use crate::db as hostdb;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -49,6 +50,18 @@ pub(crate) struct Invocation {
     filling: Vec<FillGuard>,
     /// What the guest has logged in this request, against the log caps.
     logged: LogBudget,
+    /// Set once the request has run past `BUSY_AFTER`: counts it among the
+    /// busy instances until the store is dropped.
+    busy: Option<Busy>,
+}
+
+/// One instance counted as busy; dropping it uncounts it.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Log lines and bytes a request has written, and those it was refused.
@@ -136,6 +149,19 @@ impl Invocation {
             flights,
             filling: Vec::new(),
             logged: LogBudget::default(),
+            busy: None,
+        }
+    }
+
+    /// Counts this request as busy (once) and returns how many are now.
+    pub(crate) fn mark_busy(&mut self, busy: &Arc<AtomicUsize>) -> usize {
+        match &self.busy {
+            Some(_) => busy.load(Ordering::Relaxed).max(1),
+            None => {
+                let now = busy.fetch_add(1, Ordering::Relaxed) + 1;
+                self.busy = Some(Busy(busy.clone()));
+                now
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
@@ -42,6 +42,8 @@ use wasmtime::{
 /// of the cooperative yields that keep a busy component from hogging a
 /// worker thread.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Wall-clock time after which a request counts as busy (see `Busy`).
+const BUSY_AFTER: Duration = Duration::from_millis(50);
 
 /// Sandbox settings, fixed for the life of the runtime.
 #[derive(Debug, Clone)]
@@ -203,6 +205,8 @@ pub struct Runtime {
     capabilities: Capabilities,
     /// Cache keys being computed now, shared by every request.
     flights: Arc<flights::Flights>,
+    /// Instances running past `BUSY_AFTER` now.
+    busy: Arc<AtomicUsize>,
     /// Where compiled components are kept by digest; `None`: not kept.
     artifacts: Option<PathBuf>,
     _ticker: TickerGuard,
@@ -251,6 +255,7 @@ impl Runtime {
             sandbox,
             capabilities,
             flights: Arc::default(),
+            busy: Arc::default(),
             artifacts,
             _ticker: TickerGuard(stop),
         })
@@ -345,14 +350,28 @@ impl Runtime {
             ),
         );
         store.limiter(|s| s.limits());
-        let expires = Instant::now() + deadline;
+        let started = Instant::now();
+        let expires = started + deadline;
+        let busy = self.busy.clone();
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= expires {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
+        // Every tick a running instance yields its worker thread. Past
+        // `BUSY_AFTER` it also pauses for one tick per busy instance, so
+        // that busy instances together take about one core at most, and a
+        // looping component leaves the other core to everyone else.
+        store.epoch_deadline_callback(move |mut ctx| {
+            let now = Instant::now();
+            if now >= expires {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if now - started < BUSY_AFTER {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            let busy_now = ctx.data_mut().mark_busy(&busy);
+            let pause = (EPOCH_TICK * busy_now as u32).min(expires - now);
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(pause)),
+            ))
         });
 
         let request = types::Request::from(request);
