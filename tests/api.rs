@@ -359,6 +359,13 @@ async fn bad_parameters_are_400_naming_the_parameter(stack: Stack) {
         ("/api/templates?offset=-5".into(), "offset"),
         ("/api/templates?featured=1".into(), "featured"),
         ("/api/templates?sortBy=name".into(), "sortBy"),
+        // An empty typed value is not the default: the schema says
+        // `limit=` is not an integer.
+        ("/api/marketplace?limit=".into(), "limit"),
+        ("/api/marketplace?sortBy=".into(), "sortBy"),
+        ("/api/marketplace?featured=".into(), "featured"),
+        ("/api/templates?complexity=".into(), "complexity"),
+        ("/api/templates?offset=".into(), "offset"),
     ];
     for (path, name) in cases {
         let r = h.get(&path).await;

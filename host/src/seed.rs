@@ -483,3 +483,23 @@ pub async fn generate(db: &dyn Database, spec: &DemoSpec) -> Result<(), DbError>
     tracing::info!(agents = spec.agents, elapsed = ?started.elapsed(), "demo dataset generated");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CATEGORIES;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_categories_of_the_taxonomy() {
+        let spec: serde_json::Value =
+            serde_json::from_str(crate::http::OPENAPI).expect("openapi.json is JSON");
+        let listed: Vec<&str> =
+            spec["components"]["schemas"]["NewTemplate"]["properties"]["category"]["enum"]
+                .as_array()
+                .expect("an enum of categories")
+                .iter()
+                .map(|v| v.as_str().expect("slugs are strings"))
+                .collect();
+        let taxonomy: Vec<&str> = CATEGORIES.iter().map(|(slug, _, _)| *slug).collect();
+        assert_eq!(listed, taxonomy);
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! Every accessor takes the parameter's name and returns either its value,
 //! with the default applied, or a 400 `invalid_parameter` response whose
-//! message names the parameter. An empty value counts as absent, a parameter
-//! given twice is an error, and [`Query::only`] rejects parameters the
+//! message names the parameter. An empty free-text value counts as absent;
+//! an empty integer, boolean or choice is an error (as the OpenAPI document
+//! says: `limit=` is not an integer). A parameter given twice is an error, and [`Query::only`] rejects parameters the
 //! endpoint does not know, so that a typo is an error rather than a silently
 //! ignored filter.
 
@@ -42,7 +43,7 @@ impl<'a> Query<'a> {
         }
     }
 
-    /// The raw value of `name`: none when absent or empty, 400 when repeated.
+    /// The raw value of `name`: none when absent, 400 when repeated.
     pub fn raw(&self, name: &str) -> Result<Option<&'a str>, Response> {
         let mut found = None;
         for (k, v) in self.pairs {
@@ -53,12 +54,24 @@ impl<'a> Query<'a> {
                 found = Some(v.as_str());
             }
         }
-        Ok(found.filter(|v| !v.is_empty()))
+        Ok(found)
     }
 
-    /// Free text of at most `max_chars` characters.
+    /// The raw value of a typed parameter: none when absent, 400 when empty
+    /// or repeated.
+    fn typed(&self, name: &str) -> Result<Option<&'a str>, Response> {
+        match self.raw(name)? {
+            Some("") => Err(invalid(&format!(
+                "`{name}` is empty: give it a value or leave it out"
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// Free text of at most `max_chars` characters; none when absent or
+    /// empty.
     pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<&'a str>, Response> {
-        let value = self.raw(name)?;
+        let value = self.raw(name)?.filter(|v| !v.is_empty());
         match value {
             Some(v) if v.chars().count() > max_chars => Err(invalid(&format!(
                 "`{name}` must be at most {max_chars} characters long"
@@ -72,7 +85,7 @@ impl<'a> Query<'a> {
 
     /// An integer in `min..=max`, `default` when absent.
     pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, Response> {
-        let Some(v) = self.raw(name)? else {
+        let Some(v) = self.typed(name)? else {
             return Ok(default);
         };
         match v.parse::<i64>() {
@@ -86,7 +99,7 @@ impl<'a> Query<'a> {
 
     /// `true` or `false`; none when absent.
     pub fn boolean(&self, name: &str) -> Result<Option<bool>, Response> {
-        match self.raw(name)? {
+        match self.typed(name)? {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
@@ -103,7 +116,7 @@ impl<'a> Query<'a> {
         name: &str,
         allowed: &[&'static str],
     ) -> Result<Option<&'static str>, Response> {
-        match self.raw(name)? {
+        match self.typed(name)? {
             None => Ok(None),
             Some(v) => allowed
                 .iter()

@@ -221,7 +221,9 @@ const TAG_MAX: usize = 40;
 /// characters; otherwise the 400 naming `field`.
 fn bounded<'a>(field: &str, text: &'a str, max: usize) -> Result<&'a str, Response> {
     let t = text.trim();
-    if t.is_empty() || t.chars().count() > max {
+    // The length counts the surrounding spaces, as the OpenAPI document's
+    // `maxLength` does.
+    if t.is_empty() || text.chars().count() > max {
         Err(invalid_field(
             field,
             &format!("must be 1 to {max} characters long (not counting surrounding spaces)"),

@@ -51,22 +51,23 @@ fn browse_key(pairs: &[(String, String)]) -> Option<String> {
         }
         values[i] = Some(v.as_str());
     }
-    let present = |i: usize| values[i].filter(|v| !v.is_empty());
-    let text = |i: usize| match present(i) {
+    // Empty free text counts as absent; an empty typed value is the
+    // component's 400.
+    let text = |i: usize| match values[i].filter(|v| !v.is_empty()) {
         Some(v) if v.chars().count() > 200 || v.chars().any(char::is_control) => Err(()),
         other => Ok(other),
     };
     let (query, category) = (text(0).ok()?, text(1).ok()?);
-    let featured = match present(2) {
+    let featured = match values[2] {
         None => None,
         Some(v @ ("true" | "false")) => Some(v),
         Some(_) => return None,
     };
-    let sort = match present(3) {
+    let sort = match values[3] {
         None => "trending",
         Some(v) => SORTS.iter().find(|s| **s == v)?,
     };
-    let int = |i: usize, default: i64, min: i64, max: i64| match present(i) {
+    let int = |i: usize, default: i64, min: i64, max: i64| match values[i] {
         None => Some(default),
         Some(v) => v.parse().ok().filter(|n| (min..=max).contains(n)),
     };
@@ -212,6 +213,11 @@ mod tests {
             "marketplace:agents:a%3Ab:-:true:name:7:0"
         );
         assert_eq!(browse_key(&pairs("limit=0")), None);
+        assert_eq!(browse_key(&pairs("limit=")), None);
+        assert_eq!(
+            browse_key(&pairs("query=&category=")).unwrap(),
+            "marketplace:agents:-:-:-:trending:50:0"
+        );
         assert_eq!(browse_key(&pairs("x=1")), None);
     }
 }
