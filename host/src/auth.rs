@@ -3,7 +3,7 @@
 //! The host authenticates; components authorize.
 
 use crate::db::{Database, DbError, Statement, Value};
-use crate::runtime::Principal;
+use crate::request::Principal;
 use sha2::{Digest, Sha256};
 
 /// Hex SHA-256 of a bearer token, as stored in `api_tokens.token_hash`.

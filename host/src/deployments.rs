@@ -6,7 +6,7 @@
 //! renamed, so a crash never leaves a half-written version or history.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One recorded version of a component.
 pub struct StoredVersion {
@@ -21,19 +21,6 @@ pub struct StoredVersion {
 pub struct DeploymentStore {
     /// `{state_dir}/deployments`.
     dir: PathBuf,
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 impl DeploymentStore {
@@ -51,12 +38,12 @@ impl DeploymentStore {
         if path.is_file() {
             return Ok(());
         }
-        write_atomically(&path, bytes)
+        crate::files::write_atomically(&path, bytes)
     }
 
     /// Records the versions kept, oldest first, the last one serving.
     pub fn save_history(&self, name: &str, digests: &[String]) -> io::Result<()> {
-        write_atomically(
+        crate::files::write_atomically(
             &self.component_dir(name).join("history"),
             digests.join("\n").as_bytes(),
         )

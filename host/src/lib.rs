@@ -10,7 +10,10 @@
 //! - `http`: the axum application: in-flight bound, body limit, dispatch,
 //!   and the one error type.
 //! - `auth`: bearer tokens to principals.
+//! - `request`: the request, principal and response types every layer
+//!   shares.
 //! - `seed`: the deterministic demo dataset.
+//! - `metrics`: the one registry every capability reports to.
 //!
 //! `Settings` gathers the configuration; `build` wires everything;
 //! `run` serves until shutdown.
@@ -19,8 +22,11 @@ pub mod auth;
 pub mod cache;
 pub mod db;
 pub mod deployments;
+mod files;
 pub mod http;
+pub mod metrics;
 pub mod registry;
+pub mod request;
 pub mod routes;
 pub mod runtime;
 pub mod seed;
@@ -97,16 +103,20 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         }
         Err(other) => return Err(anyhow::anyhow!(other).context("preparing the database")),
     }
-    let metrics = Arc::new(cache::CacheMetrics::default());
-    let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate, metrics.db_statements()));
+    let mut reported = prometheus_client::registry::Registry::default();
+    let statements = db::Counted::counter(&mut reported);
+    let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate, statements.clone()));
     let component_db: Arc<dyn db::Database> =
-        Arc::new(db::Counted::new(component_gate, metrics.db_statements()));
+        Arc::new(db::Counted::new(component_gate, statements));
+    let cache_metrics = Arc::new(cache::CacheMetrics::default());
+    cache_metrics.register(&mut reported);
+    let metrics = Arc::new(metrics::Metrics::new(reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache: Arc<dyn cache::Cache> = match &settings.redis {
-        None => Arc::new(cache::TieredCache::memory_only(memory, metrics.clone())),
+        None => Arc::new(cache::TieredCache::memory_only(memory, cache_metrics)),
         Some(redis) => {
             let redis = cache::RedisCache::new(redis.clone())?;
-            Arc::new(cache::TieredCache::with_redis(memory, redis, metrics.clone()).await)
+            Arc::new(cache::TieredCache::with_redis(memory, redis, cache_metrics).await)
         }
     };
     let capabilities = runtime::Capabilities {

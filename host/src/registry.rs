@@ -35,7 +35,7 @@ struct Slot {
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("no component named {0:?}")]
+    #[error("no component named {0:?} in the manifest")]
     UnknownComponent(String),
     #[error("component {0:?} has no previous version to roll back to")]
     NoPreviousVersion(String),

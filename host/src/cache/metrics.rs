@@ -1,6 +1,5 @@
-//! Cache counters (hits, misses and errors per endpoint and tier) and the
-//! count of database statements, exposed in the Prometheus text format at
-//! `/metrics`.
+//! Cache counters: hits, misses and errors per endpoint and tier, reported
+//! to the host's one registry (`crate::metrics`) and rendered at `/metrics`.
 //!
 //! The endpoint is read off the cache key: its first two `:`-separated
 //! parts (`marketplace:agents:…` counts under `marketplace:agents`), which
@@ -35,37 +34,11 @@ struct Labels {
     outcome: Outcome,
 }
 
-/// The counters and the registry that renders them.
+/// The cache's counters.
+#[derive(Default)]
 pub struct CacheMetrics {
-    /// Renders `/metrics`.
-    registry: Registry,
     /// Counts by endpoint, tier and outcome.
     operations: Family<Labels, Counter>,
-    /// Statements run against the database.
-    db_statements: Counter,
-}
-
-impl Default for CacheMetrics {
-    fn default() -> Self {
-        let mut registry = Registry::default();
-        let operations = Family::<Labels, Counter>::default();
-        registry.register(
-            "marketplace_cache_operations",
-            "Cache operations by endpoint (key prefix), tier and outcome",
-            operations.clone(),
-        );
-        let db_statements = Counter::default();
-        registry.register(
-            "marketplace_db_statements",
-            "Statements run against the database, by components and by the host",
-            db_statements.clone(),
-        );
-        Self {
-            registry,
-            operations,
-            db_statements,
-        }
-    }
 }
 
 /// The endpoint a key belongs to: its first two `:`-separated parts, after
@@ -101,17 +74,13 @@ impl CacheMetrics {
             .get()
     }
 
-    /// The database statement counter, to hand to `db::Counted`.
-    pub fn db_statements(&self) -> Counter {
-        self.db_statements.clone()
-    }
-
-    /// Every counter in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// Reports these counters to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "marketplace_cache_operations",
+            "Cache operations by endpoint (key prefix), tier and outcome",
+            self.operations.clone(),
+        );
     }
 }
 
@@ -139,13 +108,15 @@ mod tests {
     #[test]
     fn counters_render_in_prometheus_text_format() {
         let m = CacheMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
         m.record("marketplace:categories", Tier::redis, Outcome::hit);
         m.record("marketplace:categories", Tier::redis, Outcome::hit);
         assert_eq!(
             m.count("marketplace:categories", Tier::redis, Outcome::hit),
             2
         );
-        let text = m.render();
+        let text = crate::metrics::Metrics::new(registry).render();
         assert!(
             text.contains(
                 r#"marketplace_cache_operations_total{endpoint="marketplace:categories",tier="redis",outcome="hit"} 2"#

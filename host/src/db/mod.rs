@@ -354,6 +354,20 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// The statement counter, reported to `registry`; hand it to each
+    /// `Counted` whose statements should count.
+    pub fn counter(
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> prometheus_client::metrics::counter::Counter {
+        let statements = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "marketplace_db_statements",
+            "Statements run against the database, by components and by the host",
+            statements.clone(),
+        );
+        statements
+    }
+
     pub fn new(
         inner: Arc<dyn Database>,
         statements: prometheus_client::metrics::counter::Counter,

@@ -48,11 +48,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 /// Checks the admin bearer token (comparing digests, so the comparison's
 /// time says nothing about the token).
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let expected = state
-        .inner
-        .admin_token_hash
-        .as_ref()
-        .ok_or_else(|| AppError::NotFound("/admin".into()))?;
+    let expected = state.inner.admin_token_hash.as_ref().ok_or_else(|| {
+        AppError::NotFound("the admin API is off: start the host with an admin token".into())
+    })?;
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| crate::auth::bearer_token(v.as_bytes()).ok())
@@ -80,7 +78,9 @@ async fn upload(
     body: Body,
 ) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
     if !state.inner.registry.contains(&name) {
-        return Err(AppError::NotFound(format!("component {name:?}")));
+        return Err(AppError::NotFound(format!(
+            "no component named {name:?} in the manifest"
+        )));
     }
     let body = super::read_body(&state.inner.limits, &headers, body, MAX_UPLOAD_BYTES).await?;
     let runtime = state.inner.runtime.clone();

@@ -14,7 +14,8 @@ use serde_json::json;
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("no route for {0}")]
+    /// What was not found, as a sentence for the client.
+    #[error("{0}")]
     NotFound(String),
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),

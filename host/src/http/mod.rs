@@ -18,8 +18,8 @@ mod native;
 pub use error::AppError;
 
 use crate::auth;
-use crate::cache::CacheMetrics;
 use crate::db::Database;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::{LoadedComponent, Request, Response as ComponentResponse, Runtime};
 use axum::body::{Body, Bytes};
@@ -85,8 +85,8 @@ struct Inner {
     registry: Arc<Registry>,
     /// The database, for authentication.
     db: Arc<dyn Database>,
-    /// Cache counters, for `/metrics`.
-    metrics: Arc<CacheMetrics>,
+    /// Every capability's metrics, for `/metrics`.
+    metrics: Arc<Metrics>,
     /// SHA-256 of the admin token; `None` leaves `/admin` unmounted.
     admin_token_hash: Option<Vec<u8>>,
     /// Request size and time limits.
@@ -106,7 +106,7 @@ impl AppState {
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
         db: Arc<dyn Database>,
-        metrics: Arc<CacheMetrics>,
+        metrics: Arc<Metrics>,
         limits: HttpLimits,
     ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
@@ -289,7 +289,7 @@ pub(super) async fn dispatch(
         .inner
         .registry
         .resolve(uri.path())
-        .ok_or_else(|| AppError::NotFound(uri.path().to_string()))?;
+        .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
     let body = read_body(
         &state.inner.limits,
         &headers,

@@ -137,7 +137,7 @@ async fn hit_or_component(
         .inner
         .registry
         .resolve(path)
-        .ok_or_else(|| AppError::NotFound(path.to_string()))?;
+        .ok_or_else(|| AppError::NotFound(format!("no component answers {path}")))?;
     // Admitted as the component's own requests are.
     let _admission = state.admit(&component.name)?;
     if let Some(key) = key {

@@ -105,32 +105,7 @@ pub struct Capabilities {
     pub db: Arc<dyn Database>,
 }
 
-/// A principal resolved by the host from a bearer token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Principal {
-    pub user_id: String,
-    pub workspace_ids: Vec<String>,
-}
-
-/// An HTTP request as handed to a component.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    /// Lower-case names.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub principal: Option<Principal>,
-}
-
-/// A component's response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use crate::request::{Principal, Request, Response};
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +297,7 @@ impl Runtime {
         if let Some(path) = artifact {
             match component.serialize() {
                 Ok(code) => {
-                    if let Err(e) = crate::deployments::write_atomically(&path, &code) {
+                    if let Err(e) = crate::files::write_atomically(&path, &code) {
                         tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled artifact");
                     }
                 }
