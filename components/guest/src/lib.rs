@@ -18,12 +18,11 @@
 
 mod body;
 mod cached;
-mod key;
 mod params;
 
 pub use body::{invalid_field, json_body, write_request};
+pub use cache_entry::Key;
 pub use cached::{conditional, etag_of, with_cache};
-pub use key::Key;
 pub use params::Query;
 
 // Generated code: lifting a record of many fields takes many arguments.

@@ -4,9 +4,10 @@
 //!
 //! `GET /native/api/marketplace` and `GET /native/api/marketplace/agents/{id}`
 //! do what the `marketplace` component does on a hit, with the same cache
-//! and the same bytes: validate the parameters, build the same key (the
-//! guest kit's encoding, `components/guest/src/key.rs`), read the entry,
-//! split off its ETag, answer 304 to a matching `If-None-Match`, else 200
+//! and the same bytes: validate the parameters, build the same key and
+//! split the entry with the same code (the `cache-entry` crate, which the
+//! guest kit uses too), read the entry in the component's cache namespace,
+//! answer 304 to a matching `If-None-Match`, else 200
 //! with `ETag` and `X-Cache: HIT`. Anything else (a miss, a bad parameter)
 //! is handed to the component itself, so that responses are byte for byte
 //! the component's. Comparing the two paths under load measures what the
@@ -20,7 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use cache_entry::{Key, if_none_match_names, split_entry};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -29,15 +30,6 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 const SORTS: &[&str] = &["trending", "popular", "newest", "rating", "name"];
-
-/// The guest kit's `Key`: parts percent-encoded, `-` for an absent one.
-fn push_part(key: &mut String, value: Option<&str>) {
-    key.push(':');
-    match value {
-        None => key.push('-'),
-        Some(v) => key.extend(utf8_percent_encode(v, NON_ALPHANUMERIC)),
-    }
-}
 
 /// The browse key for `pairs`, or `None` when a parameter is not valid
 /// (the component then answers, with its 400).
@@ -73,18 +65,16 @@ fn browse_key(pairs: &[(String, String)]) -> Option<String> {
     };
     let limit = int(4, 50, 1, 100)?.to_string();
     let offset = int(5, 0, 0, 1_000_000)?.to_string();
-    let mut key = String::from("marketplace:agents");
-    for part in [
-        query,
-        category,
-        featured,
-        Some(sort),
-        Some(&limit),
-        Some(&offset),
-    ] {
-        push_part(&mut key, part);
-    }
-    Some(key)
+    Some(
+        Key::new("marketplace:agents")
+            .text(query)
+            .text(category)
+            .text(featured)
+            .text(Some(sort))
+            .text(Some(&limit))
+            .text(Some(&offset))
+            .build(),
+    )
 }
 
 async fn browse(
@@ -111,11 +101,7 @@ async fn details(
         .next()
         .and_then(|s| percent_encoding::percent_decode_str(s).decode_utf8().ok())
         .filter(|id| !id.is_empty() && id.len() <= 200 && uri.query().is_none());
-    let key = id.map(|id| {
-        let mut key = String::from("marketplace:agent");
-        push_part(&mut key, Some(&id));
-        key
-    });
+    let key = id.map(|id| Key::new("marketplace:agent").text(Some(&id)).build());
     hit_or_component(state, key, uri, headers).await
 }
 
@@ -146,16 +132,15 @@ async fn hit_or_component(
         let key = format!("{}/{key}", component.cache_namespace);
         let cache = &state.inner.runtime.capabilities().cache;
         if let Some(entry) = cache.get(&key, &mut Stamp::default()).await
-            && let Some((etag, body)) = split_entry(&entry)
+            && let Some(newline) = split_entry(&entry)
         {
-            let inm = headers
+            let etag =
+                std::str::from_utf8(&entry[..newline]).map_err(|_| AppError::ComponentFailed)?;
+            let body = &entry[newline + 1..];
+            let not_modified = headers
                 .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok());
-            let not_modified = inm.is_some_and(|v| {
-                v.split(',')
-                    .map(|t| t.trim().trim_start_matches("W/"))
-                    .any(|t| t == "*" || t == etag)
-            });
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| if_none_match_names(v, etag));
             let etag = HeaderValue::from_str(etag).map_err(|_| AppError::ComponentFailed)?;
             let hit = HeaderValue::from_static("HIT");
             if not_modified {
@@ -185,14 +170,6 @@ async fn hit_or_component(
 
 /// The header the components give their cache status in.
 const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
-
-/// The guest kit's entry format: `"{etag}"\n{body}`.
-fn split_entry(entry: &[u8]) -> Option<(&str, &[u8])> {
-    let newline = entry.iter().position(|b| *b == b'\n')?;
-    let etag = std::str::from_utf8(&entry[..newline]).ok()?;
-    let well_formed = etag.len() == 18 && etag.starts_with('"') && etag.ends_with('"');
-    well_formed.then(|| (etag, &entry[newline + 1..]))
-}
 
 #[cfg(test)]
 mod tests {
