@@ -14,15 +14,19 @@
 //!   original service's `withCache(key, ttl, tags, compute)`, with an ETag;
 //!   [`conditional`] answers a matching `If-None-Match` with 304.
 //! - [`RowView`]: typed access to result rows by column name.
+//! - [`Filter`]: a listing's `WHERE`, `COUNT` and paging, with numbered
+//!   placeholders; [`page_json`] its JSON page.
 //! - [`Ttl`]: the TTL constants of the spec.
 
 mod body;
 mod cached;
+mod filter;
 mod params;
 
 pub use body::{invalid_field, json_body, write_request};
 pub use cache_entry::Key;
 pub use cached::{conditional, etag_of, with_cache};
+pub use filter::{Filter, or_db_error, page_json};
 pub use params::Query;
 
 // Generated code: lifting a record of many fields takes many arguments.

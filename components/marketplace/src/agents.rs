@@ -1,8 +1,8 @@
 //! The read endpoints: browse, trending, featured, categories and details.
 
 use guest::{
-    Key, Query, Request, Response, RowView, Ttl, Value, db, db_error, json, not_found, now_ms,
-    with_cache,
+    Filter, Key, Query, Request, Response, RowView, Ttl, Value, db, db_error, json, not_found,
+    now_ms, or_db_error, page_json, with_cache,
 };
 use serde::Serialize;
 
@@ -106,42 +106,16 @@ impl<'a> Browse<'a> {
             .build()
     }
 
-    /// The WHERE clause, its parameters appended to `params` and numbered
-    /// after them.
-    fn filter(&self, mut params: Vec<Value>) -> (String, Vec<Value>) {
-        let mut conditions = Vec::new();
-        if let Some(query) = self.query {
-            params.push(Value::Text(guest::contains_pattern(query)));
-            let n = params.len();
-            conditions.push(format!(
-                "(LOWER(a.name) LIKE ${n} ESCAPE '\\' OR LOWER(a.description) LIKE ${n} ESCAPE '\\' \
-                 OR LOWER(a.tags) LIKE ${n} ESCAPE '\\')"
-            ));
-        }
-        if let Some(category) = self.category {
-            params.push(Value::Text(category.to_string()));
-            conditions.push(format!("c.slug = ${}", params.len()));
-        }
-        if let Some(featured) = self.featured {
-            params.push(Value::Boolean(featured));
-            conditions.push(format!("a.featured = ${}", params.len()));
-        }
-        let clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        (clause, params)
+    /// The filters, their placeholders numbered after `first`.
+    fn filter(&self, first: Vec<Value>) -> Filter {
+        Filter::after(first)
+            .contains(&["a.name", "a.description", "a.tags"], self.query)
+            .equals("c.slug", self.category.map(|c| Value::Text(c.to_string())))
+            .equals("a.featured", self.featured.map(Value::Boolean))
     }
 
-    fn run(&self) -> Response {
-        let (clause, params) = self.filter(Vec::new());
-        let count_sql = format!("SELECT COUNT(*) AS total {FROM} {clause}");
-        let total = match db::query(&count_sql, &params) {
-            Ok(rows) => RowView::all(&rows).next().map_or(0, |r| r.int("total")),
-            Err(e) => return db_error(&e),
-        };
-
+    fn run(&self) -> Result<Response, Response> {
+        let total = or_db_error(self.filter(Vec::new()).count(FROM))?;
         let (select, join, order, first) = match self.sort {
             "trending" => (
                 ", COALESCE(r.n, 0) AS recent_installs",
@@ -154,26 +128,19 @@ impl<'a> Browse<'a> {
             "rating" => ("", "", "a.rating DESC, a.install_count DESC, a.id", vec![]),
             _ => ("", "", "a.name, a.id", vec![]),
         };
-        let (clause, mut params) = self.filter(first);
-        params.push(Value::Int(self.limit));
-        params.push(Value::Int(self.offset));
-        let n = params.len();
-        let sql = format!(
-            "SELECT {COLUMNS}{select} {FROM} {join} {clause} ORDER BY {order} LIMIT ${} OFFSET ${n}",
-            n - 1
-        );
-        match db::query(&sql, &params) {
-            Ok(rows) => json(
-                200,
-                &serde_json::json!({
-                    "agents": agents(&rows),
-                    "total": total,
-                    "limit": self.limit,
-                    "offset": self.offset,
-                }),
-            ),
-            Err(e) => db_error(&e),
-        }
+        let filter = self.filter(first);
+        let clause = filter.clause();
+        let (page, params) = filter.page(self.limit, self.offset);
+        let sql =
+            format!("SELECT {COLUMNS}{select} {FROM} {join} {clause} ORDER BY {order} {page}");
+        let rows = or_db_error(db::query(&sql, &params))?;
+        Ok(page_json(
+            "agents",
+            serde_json::json!(agents(&rows)),
+            total,
+            self.limit,
+            self.offset,
+        ))
     }
 }
 
@@ -183,7 +150,9 @@ pub fn browse(req: &Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    with_cache(&browse.key(), Ttl::MEDIUM, &["agents"], || browse.run())
+    with_cache(&browse.key(), Ttl::MEDIUM, &["agents"], || {
+        browse.run().unwrap_or_else(|r| r)
+    })
 }
 
 /// `GET /api/marketplace/trending`: installs in the last 7 days, then

@@ -6,8 +6,9 @@
 //!   invalidates `templates`.
 
 use guest::{
-    Handler, Key, Query, Request, Response, RowView, Ttl, Value, cache, conditional, db, db_error,
-    invalid_field, json, method_not_allowed, new_id, not_found, now_ms, with_cache, write_request,
+    Filter, Handler, Key, Query, Request, Response, RowView, Ttl, Value, cache, conditional, db,
+    db_error, invalid_field, json, method_not_allowed, new_id, not_found, now_ms, or_db_error,
+    page_json, with_cache, write_request,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,8 +76,28 @@ fn template(r: &RowView) -> Template {
 
 /// `GET /api/templates`: featured first, then newest.
 fn list(req: &Request) -> Response {
-    let q = Query::new(&req.query);
-    let parsed = (|| {
+    let params = match ListParams::parse(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    with_cache(&params.key(), Ttl::LONG, &["templates"], || {
+        params.page().unwrap_or_else(|r| r)
+    })
+}
+
+/// The parameters of the templates listing, validated, defaults applied.
+struct ListParams<'a> {
+    query: Option<&'a str>,
+    category: Option<&'a str>,
+    complexity: Option<&'static str>,
+    featured: Option<bool>,
+    limit: i64,
+    offset: i64,
+}
+
+impl<'a> ListParams<'a> {
+    fn parse(req: &'a Request) -> Result<Self, Response> {
+        let q = Query::new(&req.query);
         q.only(&[
             "query",
             "category",
@@ -85,86 +106,56 @@ fn list(req: &Request) -> Response {
             "limit",
             "offset",
         ])?;
-        Ok::<_, Response>((
-            q.text("query", MAX_TEXT)?,
-            q.text("category", MAX_TEXT)?,
-            q.choice("complexity", COMPLEXITIES)?,
-            q.boolean("featured")?,
-            q.int("limit", 50, 1, 100)?,
-            q.int("offset", 0, 0, MAX_OFFSET)?,
-        ))
-    })();
-    let (query, category, complexity, featured, limit, offset) = match parsed {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let key = Key::new("templates:workflows")
-        .text(query)
-        .text(category)
-        .optional(complexity)
-        .optional(featured)
-        .value(limit)
-        .value(offset)
-        .build();
-    with_cache(&key, Ttl::LONG, &["templates"], || {
-        let mut params = Vec::new();
-        let mut conditions = Vec::new();
-        if let Some(query) = query {
-            params.push(Value::Text(guest::contains_pattern(query)));
-            let n = params.len();
-            conditions.push(format!(
-                "(LOWER(name) LIKE ${n} ESCAPE '\\' OR LOWER(description) LIKE ${n} ESCAPE '\\' \
-                 OR LOWER(tags) LIKE ${n} ESCAPE '\\')"
-            ));
-        }
-        if let Some(category) = category {
-            params.push(Value::Text(category.to_string()));
-            conditions.push(format!("category = ${}", params.len()));
-        }
-        if let Some(complexity) = complexity {
-            params.push(Value::Text(complexity.to_string()));
-            conditions.push(format!("complexity = ${}", params.len()));
-        }
-        if let Some(featured) = featured {
-            params.push(Value::Boolean(featured));
-            conditions.push(format!("featured = ${}", params.len()));
-        }
-        let clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        let total = match db::query(
-            &format!("SELECT COUNT(*) AS total FROM workflow_templates {clause}"),
-            &params,
-        ) {
-            Ok(rows) => RowView::all(&rows).next().map_or(0, |r| r.int("total")),
-            Err(e) => return db_error(&e),
-        };
-        params.push(Value::Int(limit));
-        params.push(Value::Int(offset));
-        let n = params.len();
+        Ok(Self {
+            query: q.text("query", MAX_TEXT)?,
+            category: q.text("category", MAX_TEXT)?,
+            complexity: q.choice("complexity", COMPLEXITIES)?,
+            featured: q.boolean("featured")?,
+            limit: q.int("limit", 50, 1, 100)?,
+            offset: q.int("offset", 0, 0, MAX_OFFSET)?,
+        })
+    }
+
+    fn key(&self) -> String {
+        Key::new("templates:workflows")
+            .text(self.query)
+            .text(self.category)
+            .optional(self.complexity)
+            .optional(self.featured)
+            .value(self.limit)
+            .value(self.offset)
+            .build()
+    }
+
+    fn filter(&self) -> Filter {
+        let text = |v: Option<&str>| v.map(|v| Value::Text(v.to_string()));
+        Filter::default()
+            .contains(&["name", "description", "tags"], self.query)
+            .equals("category", text(self.category))
+            .equals("complexity", text(self.complexity))
+            .equals("featured", self.featured.map(Value::Boolean))
+    }
+
+    /// The count, then the page.
+    fn page(&self) -> Result<Response, Response> {
+        let filter = self.filter();
+        let total = or_db_error(filter.count("FROM workflow_templates"))?;
+        let clause = filter.clause();
+        let (page, params) = filter.page(self.limit, self.offset);
         let sql = format!(
             "SELECT {COLUMNS} FROM workflow_templates {clause} \
-             ORDER BY featured DESC, created_at DESC, id LIMIT ${} OFFSET ${n}",
-            n - 1
+             ORDER BY featured DESC, created_at DESC, id {page}"
         );
-        match db::query(&sql, &params) {
-            Ok(rows) => {
-                let templates: Vec<Template> = RowView::all(&rows).map(|r| template(&r)).collect();
-                json(
-                    200,
-                    &serde_json::json!({
-                        "templates": templates,
-                        "total": total,
-                        "limit": limit,
-                        "offset": offset,
-                    }),
-                )
-            }
-            Err(e) => db_error(&e),
-        }
-    })
+        let rows = or_db_error(db::query(&sql, &params))?;
+        let templates: Vec<Template> = RowView::all(&rows).map(|r| template(&r)).collect();
+        Ok(page_json(
+            "templates",
+            serde_json::json!(templates),
+            total,
+            self.limit,
+            self.offset,
+        ))
+    }
 }
 
 #[derive(Deserialize)]
