@@ -25,18 +25,7 @@ async fn serve(sandbox: SandboxConfig, http: HttpLimits) -> Front {
     let dir = tempfile::tempdir().unwrap();
     let header_timeout = http.header_timeout;
     let app = support::build_in(dir.path(), None, None, sandbox, http, DEFAULT_ROUTES).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(host::run(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-        header_timeout,
-    ));
+    let (addr, stop) = support::served::spawn(app, header_timeout).await;
     Front {
         addr,
         _stop: stop,

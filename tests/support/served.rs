@@ -122,20 +122,8 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
         crate::DEFAULT_ROUTES,
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let base = format!("http://{}", listener.local_addr().expect("bound"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(host::run(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-        HttpLimits::default().header_timeout,
-    ));
+    let (addr, stop) = spawn(app, HttpLimits::default().header_timeout).await;
+    let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -227,4 +215,27 @@ macro_rules! on_both_stacks {
             }
         )*
     };
+}
+
+/// Serves `app` on a loopback port with `host::run`; sending on (or
+/// dropping) the returned sender stops it.
+pub async fn spawn(
+    app: axum::Router,
+    header_timeout: Duration,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(host::run(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+        header_timeout,
+    ));
+    (addr, stop)
 }
