@@ -198,7 +198,10 @@ pub async fn run(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
     // axum::serve has no header timeout: this is its loop, with one.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: the header timeout is an HTTP/1 setting, and cleartext
+    // HTTP/2 (h2c) would let one connection hold many streams without it.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -274,3 +274,46 @@ async fn four_looping_requests_leave_the_marketplace_answering() {
     outcomes.sort();
     assert_eq!(outcomes, vec![Some(503), Some(504), Some(504), Some(504)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_waiting_to_arrive_take_at_most_their_memory_budget() {
+    let front = serve(
+        SandboxConfig {
+            max_in_flight: 2,
+            ..SandboxConfig::default()
+        },
+        HttpLimits {
+            max_body_bytes: 1000,
+            ..limits()
+        },
+    )
+    .await;
+    // Two slow bodies of the largest size hold the whole budget (2 × 1000).
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(
+            trickle(
+                front.addr,
+                "/api/templates",
+                1000,
+                Duration::from_millis(200),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let head = "POST /api/templates HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10\r\nconnection: close\r\n\r\n";
+    assert_eq!(
+        status_of(front.addr, head, b"{}        ", Duration::from_secs(5)).await,
+        Some(503),
+        "a body was read past the budget"
+    );
+    // A request without a body needs none of it.
+    assert_eq!(
+        get_status(front.addr, "/api/marketplace/categories", None).await,
+        Some(200)
+    );
+    for s in slow {
+        s.abort();
+    }
+}

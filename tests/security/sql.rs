@@ -191,6 +191,11 @@ fn attacks(engine: Engine, dir: &Path) -> Vec<(&'static str, String)> {
             ),
             ("query", "SELECT pg_read_file('/etc/hostname')".to_string()),
             ("query", "SELECT pg_advisory_lock(42)".to_string()),
+            (
+                "transaction",
+                "SELECT * FROM ts_stat('SELECT set_config(''role'', ''none'', true)::tsvector')\nSELECT token_hash FROM api_tokens"
+                    .to_string(),
+            ),
             ("query", "SELECT rolname FROM pg_roles".to_string()),
             (
                 "query",
@@ -361,14 +366,20 @@ async fn a_result_past_the_caps_is_refused_on_both_engines() {
     let wide_pg = "SELECT i, repeat('x', 2000) AS pad FROM generate_series(1, 90) AS i";
     for (engine, db, _schema) in views {
         let rows = db.query(many, &[]).await;
-        assert!(is_refused(&rows), "{engine:?}: {rows:?}");
+        assert!(
+            matches!(rows, Err(DbError::TooLarge(_))),
+            "{engine:?}: {rows:?}"
+        );
         let wide = if engine == Engine::Postgres {
             wide_pg
         } else {
             wide
         };
         let bytes = db.query(wide, &[]).await;
-        assert!(is_refused(&bytes), "{engine:?}: {bytes:?}");
+        assert!(
+            matches!(bytes, Err(DbError::TooLarge(_))),
+            "{engine:?}: {bytes:?}"
+        );
         // Under the caps, the same shapes pass, on the same pool.
         let fine = db
             .query(&many.replace("1000000", "100"), &[])
@@ -438,4 +449,94 @@ async fn the_postgres_role_alone_keeps_components_to_the_product_tables_and_leav
         .await
         .unwrap();
     assert_eq!(setting.rows[0][0], Value::Text("5s".into()));
+}
+
+fn statement(sql: &str) -> host::db::Statement {
+    host::db::Statement {
+        sql: sql.into(),
+        params: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_call_that_leaves_its_role_is_refused_whole_and_keeps_nothing() {
+    let Some(schema) = support::postgres::fresh_schema().await else {
+        return;
+    };
+    let host = PostgresDatabase::connect_lazy(&schema.url, &DbOptions::default()).unwrap();
+    host.migrate().await.unwrap();
+    seed_small(&host).await;
+    // Without the parser in front: ts_stat runs SQL given as text, which
+    // resets the role for the rest of the transaction.
+    let db = host.for_components();
+    let attack = db
+        .transaction(&[
+            statement(
+                "SELECT * FROM ts_stat('SELECT set_config(''role'', ''none'', true)::tsvector')",
+            ),
+            statement(
+                "INSERT INTO api_tokens (token_hash, user_id, name, created_at) \
+                 VALUES ('01', 'user-demo', 'stolen', 0)",
+            ),
+            statement("SELECT token_hash FROM api_tokens"),
+        ])
+        .await;
+    assert!(is_refused(&attack), "{attack:?}");
+    let kept = host
+        .query(
+            "SELECT COUNT(*)::BIGINT AS n FROM api_tokens WHERE token_hash = '01'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.rows[0][0], Value::Int(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_call_cancelled_halfway_leaves_no_transaction_on_the_pool() {
+    let Some(schema) = support::postgres::fresh_schema().await else {
+        return;
+    };
+    let options = DbOptions {
+        max_connections: 1, // the next call gets the same connection, if kept
+        ..DbOptions::default()
+    };
+    let host = PostgresDatabase::connect_lazy(&schema.url, &options).unwrap();
+    host.migrate().await.unwrap();
+    seed_small(&host).await;
+    let db = host.for_components();
+    // A deadline (or a client gone) drops the call inside its transaction.
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        db.transaction(&[
+            statement(
+                "INSERT INTO categories (id, slug, name, description) \
+                 VALUES ('cat-x', 'x', 'X', 'half done')",
+            ),
+            statement("SELECT pg_sleep(3)::TEXT AS slept"),
+        ]),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the call should still be running");
+    let who = host
+        .query("SELECT current_user::TEXT AS u", &[])
+        .await
+        .unwrap();
+    assert_ne!(
+        who.rows[0][0],
+        Value::Text(host::db::COMPONENT_ROLE.into()),
+        "the host's next statement ran as the component"
+    );
+    let half = host
+        .query(
+            "SELECT COUNT(*)::BIGINT AS n FROM categories WHERE id = 'cat-x'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        half.rows[0][0],
+        Value::Int(0),
+        "half a transaction was kept"
+    );
 }

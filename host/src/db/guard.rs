@@ -3,9 +3,9 @@
 //!
 //! Every statement a component sends is parsed with the engine's dialect
 //! (`sqlparser`) and refused unless it is exactly one `SELECT`, `INSERT`,
-//! `UPDATE`, `DELETE` or `WITH` (whose parts are the same kinds), calls no
-//! administrative function, names no system catalog, and selects into no
-//! new table. Transaction control, `SET`/`RESET`, role changes, `COPY`,
+//! `UPDATE`, `DELETE` or `WITH` (whose parts are the same kinds), calls only
+//! functions of an allow list (`ALLOWED_FUNCTIONS`), names no system
+//! catalog, and selects into no new table. Transaction control, `SET`/`RESET`, role changes, `COPY`,
 //! `ATTACH`, `VACUUM`, `PRAGMA`, DDL, `LISTEN`, cursors and extension
 //! loading are all outside that list.
 //!
@@ -43,28 +43,116 @@ const VERDICTS_KEPT: usize = 4096;
 /// parser's work grows with it.
 const MAX_SQL_BYTES: usize = 64 * 1024;
 
-/// Functions a component may not call: they change session state, reach
-/// the server's files or other databases, or run SQL given as text.
-/// Compared case-insensitively with the last part of the function's name;
-/// every `pg_…` and `lo_…` function is refused too (see `refused_function`).
-const REFUSED_FUNCTIONS: &[&str] = &[
-    "set_config",
-    "dblink",
-    "dblink_exec",
-    "dblink_connect",
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "query_to_xmlschema",
-    "cursor_to_xml",
-    "table_to_xml",
-    "table_to_xml_and_xmlschema",
-    "schema_to_xml",
-    "database_to_xml",
-    "load_extension",
-    "readfile",
-    "writefile",
-    "edit",
-    "fts3_tokenizer",
+/// SQL longer than this is parsed every time rather than remembered, so that
+/// the verdict memory stays small (at most `VERDICTS_KEPT` of these).
+const REMEMBERED_SQL_BYTES: usize = 2 * 1024;
+
+/// The functions a component may call, by plain (unqualified) name, compared
+/// case-insensitively: pure functions on values, aggregates and window
+/// functions, and a few table functions. Anything else is refused: some
+/// functions change the session (`set_config`), reach the server's files
+/// (`pg_read_file`, `lo_export`) or run SQL given as text (`ts_stat`,
+/// `query_to_xml`), and an allow list does not depend on knowing them all.
+/// Functions that build a long string from a short one (`repeat`, `lpad`,
+/// `printf`) are left out: a result cell must stay small.
+const ALLOWED_FUNCTIONS: &[&str] = &[
+    // Aggregates and window functions.
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "total",
+    "bool_and",
+    "bool_or",
+    "every",
+    "group_concat",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_group_array",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    // Conditionals.
+    "coalesce",
+    "nullif",
+    "ifnull",
+    "iif",
+    "greatest",
+    "least",
+    // Text.
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "substr",
+    "substring",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "btrim",
+    "replace",
+    "concat",
+    "concat_ws",
+    "left",
+    "right",
+    "position",
+    "strpos",
+    "instr",
+    "starts_with",
+    "md5",
+    // Numbers.
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "trunc",
+    "mod",
+    "power",
+    "sqrt",
+    "sign",
+    "random",
+    // JSON.
+    "json_extract",
+    "json_array_length",
+    "jsonb_array_length",
+    "json_build_object",
+    "jsonb_build_object",
+    "json_object",
+    "json_array",
+    "to_json",
+    "to_jsonb",
+    "json_each",
+    "jsonb_each",
+    "json_array_elements",
+    "jsonb_array_elements",
+    "json_array_elements_text",
+    "jsonb_array_elements_text",
+    // Time.
+    "now",
+    "date",
+    "datetime",
+    "strftime",
+    "julianday",
+    "unixepoch",
+    "date_trunc",
+    "to_timestamp",
+    "to_char",
+    // Table functions.
+    "generate_series",
+    "unnest",
 ];
 
 /// Checks that `sql` is one statement a component may run on `engine`.
@@ -122,10 +210,24 @@ impl Visitor for Policy {
     }
 
     fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<String> {
-        if matches!(*query.body, SetExpr::Merge(_)) {
-            return ControlFlow::Break("MERGE is not allowed".into());
+        match query.body.as_ref() {
+            SetExpr::Merge(_) => ControlFlow::Break("MERGE is not allowed".into()),
+            // `TABLE name` names a relation the relation visitor never sees.
+            SetExpr::Table(table) => {
+                let lower =
+                    |i: &Option<ast::Ident>| i.as_ref().map(|i| i.value.to_ascii_lowercase());
+                let name = lower(&table.table_name).unwrap_or_default();
+                let schema = lower(&table.schema_name).unwrap_or_default();
+                if system_name(&name) || system_schema(&schema) {
+                    ControlFlow::Break(format!(
+                        "`{table}` is a system catalog; components may use only the product's tables"
+                    ))
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            _ => ControlFlow::Continue(()),
         }
-        ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, select: &ast::Select) -> ControlFlow<String> {
@@ -136,14 +238,9 @@ impl Visitor for Policy {
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<String> {
-        let name = last_part(relation);
-        let schema_qualified_system = relation.0.len() > 1
-            && relation.0.first().is_some_and(|p| {
-                let p = part(p);
-                p == "pg_catalog" || p == "information_schema"
-            });
-        // A table-valued function in FROM is a relation too.
-        if refused_function(&name) || name.starts_with("sqlite_") || schema_qualified_system {
+        let schema_qualified_system =
+            relation.0.len() > 1 && relation.0.first().is_some_and(|p| system_schema(&part(p)));
+        if system_name(&last_part(relation)) || schema_qualified_system {
             return ControlFlow::Break(format!(
                 "`{relation}` is a system catalog or function; components may use only the product's tables"
             ));
@@ -151,21 +248,53 @@ impl Visitor for Policy {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
-        if let Expr::Function(f) = expr
-            && refused_function(&last_part(&f.name))
-        {
-            return ControlFlow::Break(format!(
-                "the function `{}` is not available to components",
-                f.name
-            ));
+    fn pre_visit_table_factor(&mut self, factor: &ast::TableFactor) -> ControlFlow<String> {
+        // A function in FROM (`generate_series(1, 10)`) is held to the same
+        // list as any other call.
+        match factor {
+            ast::TableFactor::Table { name, args, .. } => match args {
+                Some(_) => allowed_call(name),
+                None => ControlFlow::Continue(()),
+            },
+            ast::TableFactor::Function { name, .. } => allowed_call(name),
+            ast::TableFactor::Derived { .. } | ast::TableFactor::NestedJoin { .. } => {
+                ControlFlow::Continue(())
+            }
+            other => ControlFlow::Break(format!(
+                "`{}` in FROM is not allowed; use tables, subqueries and joins",
+                leading_words(&other.to_string())
+            )),
         }
-        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        match expr {
+            Expr::Function(f) => allowed_call(&f.name),
+            _ => ControlFlow::Continue(()),
+        }
     }
 }
 
-fn refused_function(name: &str) -> bool {
-    name.starts_with("pg_") || name.starts_with("lo_") || REFUSED_FUNCTIONS.contains(&name)
+/// Continues for a call of an allowed function by its plain name.
+fn allowed_call(name: &ObjectName) -> ControlFlow<String> {
+    let plain = name.0.len() == 1;
+    let known = ALLOWED_FUNCTIONS.contains(&last_part(name).as_str());
+    if plain && known {
+        ControlFlow::Continue(())
+    } else {
+        ControlFlow::Break(format!(
+            "the function `{name}` is not available to components (call functions by their plain name; see ALLOWED_FUNCTIONS in the host's db::guard)"
+        ))
+    }
+}
+
+/// Names of the engines' own catalogs and functions.
+fn system_name(name: &str) -> bool {
+    name.starts_with("pg_") || name.starts_with("sqlite_")
+}
+
+fn system_schema(schema: &str) -> bool {
+    schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_")
 }
 
 fn part(p: &ast::ObjectNamePart) -> String {
@@ -220,6 +349,9 @@ impl Guarded {
                     Err(DbError::Refused(reason)) => Some(reason),
                     Err(other) => Some(other.to_string()),
                 };
+                if sql.len() > REMEMBERED_SQL_BYTES {
+                    return verdict.map_or(Ok(()), |reason| Err(DbError::Refused(reason)));
+                }
                 let mut verdicts = self
                     .verdicts
                     .lock()
@@ -310,6 +442,9 @@ mod tests {
                 "UPDATE agents SET install_count = install_count + 1 WHERE id = $1",
                 "DELETE FROM workflow_templates WHERE id = $1",
                 "SELECT COALESCE(MAX(rating), 0) FROM agents",
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n, SUM(install_count) FROM agents",
+                "SELECT g FROM generate_series(1, 10) AS g",
+                "SELECT * FROM (SELECT id FROM agents) AS a JOIN categories c ON TRUE",
             ] {
                 check(engine, sql).unwrap_or_else(|e| panic!("{engine:?} refused {sql:?}: {e}"));
             }
@@ -387,6 +522,15 @@ mod tests {
                 "SELECT name FROM sqlite_master",
                 "SELECT load_extension('/tmp/evil.so')",
                 "SELECT * FROM agents WHERE id IN (SELECT pg_sleep(10)::text)",
+                "SELECT * FROM ts_stat('SELECT set_config(''role'', ''none'', true)::tsvector')",
+                "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')",
+                "SELECT query_to_xml('SELECT 1', true, true, '')",
+                "SELECT repeat('x', 1000000000)",
+                "SELECT printf('%.*c', 1000000000, 'x')",
+                "SELECT pg_catalog.lower('A')",
+                "SELECT * FROM (TABLE pg_settings) AS t",
+                "SELECT * FROM (TABLE pg_catalog.pg_authid) AS t",
+                "SELECT * FROM xmltable('/a' PASSING '<a/>' COLUMNS b int)",
             ] {
                 refused_on(engine, sql);
             }

@@ -87,7 +87,7 @@ impl Collector {
     ) -> Result<(), DbError> {
         use sqlx::Column as _;
         if self.rows.rows.len() >= self.max_rows {
-            return Err(DbError::Refused(format!(
+            return Err(DbError::TooLarge(format!(
                 "the result has more than {} rows; page it with LIMIT and OFFSET",
                 self.max_rows
             )));
@@ -100,7 +100,7 @@ impl Collector {
             .collect::<Result<Vec<_>, _>>()?;
         self.bytes += values.iter().map(Value::size).sum::<usize>();
         if self.bytes > self.max_bytes {
-            return Err(DbError::Refused(format!(
+            return Err(DbError::TooLarge(format!(
                 "the result is larger than {} bytes; select fewer columns or page it",
                 self.max_bytes
             )));
@@ -216,6 +216,55 @@ pub enum DbError {
     /// the result caps. Components see it as `other`, with this message.
     #[error("refused: {0}")]
     Refused(String),
+    /// A result past the row or byte cap (`Collector`); the rest of it was
+    /// never read. Components see it as `other`, like `Refused`.
+    #[error("refused: {0}")]
+    TooLarge(String),
+}
+
+/// A pooled connection that goes back to the pool only through `release`:
+/// dropped any other way (a call cancelled halfway by a deadline or a
+/// client gone, or `discard`), it is closed, since it may still hold a
+/// transaction, a savepoint or a role.
+pub(crate) struct Leased<DB: sqlx::Database>(Option<sqlx::pool::PoolConnection<DB>>);
+
+impl<DB: sqlx::Database> Leased<DB> {
+    pub(crate) fn new(conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        Self(Some(conn))
+    }
+
+    /// Returns the connection to the pool: it is clean.
+    pub(crate) fn release(mut self) {
+        drop(self.0.take());
+    }
+
+    /// Closes the connection instead of returning it.
+    pub(crate) fn discard(self) {
+        drop(self);
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Leased<DB> {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Leased<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        // Some until `release` or drop, both of which consume the lease.
+        self.0.as_ref().expect("a leased connection")
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Leased<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        // Some until `release` or drop, both of which consume the lease.
+        self.0.as_mut().expect("a leased connection")
+    }
 }
 
 /// SQL access with positional `$N` parameters on every engine.

@@ -6,7 +6,7 @@
 //! type with no faithful `Value` (NUMERIC, UUID, arrays, …) is an `other`
 //! error naming the column, so that component SQL casts it explicitly.
 
-use super::{Database, DbError, DbOptions, Rows, Statement, Value};
+use super::{Database, DbError, DbOptions, Leased, Rows, Statement, Value};
 use async_trait::async_trait;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -24,6 +24,16 @@ pub const COMPONENT_ROLE: &str = "marketplace_component";
 
 /// Starts a component call: its own transaction, under the component role.
 const BEGIN_AS_COMPONENT: &str = "BEGIN; SET LOCAL ROLE marketplace_component";
+
+/// Before a component call commits: refuses it (42501, so `Refused`, and
+/// nothing is kept) if its statements managed to leave the component role,
+/// say through a function that runs SQL given as text. `guard` refuses such
+/// functions first; this holds if it misses one.
+const CHECK_ROLE: &str = "DO $$ BEGIN \
+     IF current_user <> 'marketplace_component' THEN \
+       RAISE EXCEPTION 'the call left its role; nothing it did was kept' \
+         USING ERRCODE = 'insufficient_privilege'; \
+     END IF; END $$";
 
 /// Ends a component call and undoes anything it could have left on the
 /// session, in the same round trip: settings (`RESET ALL` returns to the
@@ -161,30 +171,33 @@ impl PostgresDatabase {
         statements: &[(&str, &[Value])],
         mode: Mode,
     ) -> Result<(Vec<Rows>, u64), DbError> {
-        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        // Closed, not returned, if this future is dropped before the end.
+        let mut conn = Leased::new(self.pool.acquire().await.map_err(classify)?);
         let result = run_component_statements(&mut conn, statements, mode, &self.options).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         // A result cut off at its cap leaves rows in flight on the wire:
         // close that connection rather than drain it.
-        let cut_off = matches!(result, Err(DbError::Refused(_)));
-        let ended = if cut_off {
-            Err(DbError::Refused("result cut off".into()))
-        } else {
-            let end = format!("{end}; {END_COMPONENT_CALL}");
-            sqlx::Executor::execute(&mut *conn, end.as_str())
-                .await
-                .map(|_| ())
-                .map_err(classify)
+        if matches!(result, Err(DbError::TooLarge(_))) {
+            conn.discard();
+            return result;
+        }
+        let end = match result {
+            Ok(_) => format!("{CHECK_ROLE}; COMMIT; {END_COMPONENT_CALL}"),
+            Err(_) => format!("ROLLBACK; {END_COMPONENT_CALL}"),
         };
-        match ended {
-            Ok(()) => result,
+        match sqlx::Executor::execute(&mut *conn, end.as_str()).await {
+            Ok(_) => {
+                conn.release();
+                result
+            }
             Err(e) => {
-                if !cut_off {
-                    tracing::warn!(error = %e, "could not reset a database connection after a component call; closing it");
+                let e = classify(e);
+                if !matches!(e, DbError::Refused(_)) {
+                    tracing::warn!(error = %e, "could not end a component call cleanly; closing its connection");
                 }
-                conn.close_on_drop();
+                // Closing rolls back whatever the commit did not keep.
+                conn.discard();
                 match result {
-                    // The commit itself failed: the writes did not happen.
+                    // The role check or the commit failed: nothing was kept.
                     Ok(_) => Err(e),
                     Err(first) => Err(first),
                 }

@@ -9,9 +9,8 @@
 //! declared `TIMESTAMP` or `DATETIME`; a `json` parameter is stored as text
 //! and reads back as `text`.
 
-use super::{Database, DbError, DbOptions, Rows, Statement, Value, sqlite_authorizer};
+use super::{Database, DbError, DbOptions, Leased, Rows, Statement, Value, sqlite_authorizer};
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
 };
@@ -71,11 +70,13 @@ impl SqliteDatabase {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         if role == Role::Components {
-            pool = pool.after_connect(|conn, _| {
+            // No string or blob a component makes may outgrow a result.
+            let max_length = i32::try_from(options.max_result_bytes).unwrap_or(i32::MAX);
+            pool = pool.after_connect(move |conn, _| {
                 Box::pin(async move {
                     let mut handle = conn.lock_handle().await?;
                     // SAFETY: the locked handle is live and ours alone.
-                    unsafe { sqlite_authorizer::install(handle.as_raw_handle()) };
+                    unsafe { sqlite_authorizer::install(handle.as_raw_handle(), max_length) };
                     Ok(())
                 })
             });
@@ -88,9 +89,10 @@ impl SqliteDatabase {
         })
     }
 
-    /// A connection whose statements are interrupted past the timeout.
-    async fn connection(&self) -> Result<(PoolConnection<Sqlite>, Instant), DbError> {
-        let mut conn = self.pool.acquire().await.map_err(classify)?;
+    /// A connection whose statements are interrupted past the timeout;
+    /// closed rather than returned if the call is dropped halfway.
+    async fn connection(&self) -> Result<(Leased<Sqlite>, Instant), DbError> {
+        let mut conn = Leased::new(self.pool.acquire().await.map_err(classify)?);
         let deadline = Instant::now() + self.options.statement_timeout;
         conn.lock_handle()
             .await
@@ -104,7 +106,7 @@ impl SqliteDatabase {
     /// that failed past its cap, and turns a failure past the deadline into
     /// `Timeout`.
     async fn finish<T>(
-        mut conn: PoolConnection<Sqlite>,
+        mut conn: Leased<Sqlite>,
         deadline: Instant,
         result: Result<T, DbError>,
     ) -> Result<T, DbError> {
@@ -118,7 +120,9 @@ impl SqliteDatabase {
         };
         if left_open {
             tracing::warn!("a database connection was left inside a transaction; closing it");
-            conn.close_on_drop();
+            conn.discard();
+        } else {
+            conn.release();
         }
         match result {
             Err(DbError::Other(message)) if Instant::now() >= deadline => {

@@ -12,8 +12,8 @@
 //! authorizer lets through.
 //!
 //! Component connections also get `SQLITE_DBCONFIG_DEFENSIVE` (no writes to
-//! the schema, even by a bug elsewhere) and a limit of zero attached
-//! databases.
+//! the schema, even by a bug elsewhere), a limit of zero attached
+//! databases, and a longest string or blob of the result byte cap.
 
 use super::COMPONENT_TABLES;
 use libsqlite3_sys as ffi;
@@ -54,7 +54,7 @@ pub(super) fn savepoint() -> &'static str {
 /// # Safety
 /// `db` must be a live connection handle that no other thread uses during
 /// the call (sqlx's `lock_handle` guarantees both).
-pub(super) unsafe fn install(db: NonNull<ffi::sqlite3>) {
+pub(super) unsafe fn install(db: NonNull<ffi::sqlite3>, max_length: c_int) {
     let db = db.as_ptr();
     // SAFETY: `db` is live and exclusively ours (the caller's contract);
     // the callback is a plain function with no user data to outlive.
@@ -67,6 +67,7 @@ pub(super) unsafe fn install(db: NonNull<ffi::sqlite3>) {
             std::ptr::null_mut::<c_int>(),
         );
         ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LENGTH, max_length);
     }
 }
 

@@ -112,7 +112,10 @@ impl From<DbError> for AppError {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::DatabaseUnavailable
             }
-            DbError::Constraint(_) | DbError::Other(_) | DbError::Refused(_) => {
+            DbError::Constraint(_)
+            | DbError::Other(_)
+            | DbError::Refused(_)
+            | DbError::TooLarge(_) => {
                 tracing::error!(error = %err, "database error in the host");
                 Self::Internal
             }

@@ -96,9 +96,13 @@ struct Inner {
     /// Each component's share of `in_flight`, by name: no component may
     /// hold more, so a slow or looping one leaves room for the others.
     shares: HashMap<String, Arc<Semaphore>>,
-    /// One permit per operations request (`/healthz`, `/metrics`,
-    /// `/openapi.json`, `/admin`) in flight.
+    /// One permit per operations request (`/metrics`, `/openapi.json`,
+    /// `/admin`) in flight.
     ops_in_flight: Arc<Semaphore>,
+    /// Bytes of API request bodies being read or held now, one permit a
+    /// byte: bodies are read before admission, so this bounds the memory
+    /// they take (`max_in_flight` × `max_body_bytes`).
+    body_budget: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -116,6 +120,7 @@ impl AppState {
             .into_iter()
             .map(|c| (c.name, Arc::new(Semaphore::new(share))))
             .collect();
+        let limits_max_body = limits.max_body_bytes.max(1);
         let admin_token_hash = limits
             .admin_token
             .as_ref()
@@ -131,6 +136,7 @@ impl AppState {
                 in_flight: Arc::new(Semaphore::new(permits)),
                 shares,
                 ops_in_flight: Arc::new(Semaphore::new(OPS_IN_FLIGHT)),
+                body_budget: Arc::new(Semaphore::new(permits * limits_max_body)),
             }),
         }
     }
@@ -191,14 +197,16 @@ pub fn app(state: AppState) -> Router {
     };
     let ops = Router::new()
         .merge(admin)
-        .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             bound_ops_in_flight,
         ));
+    // `/healthz` is under no bound: it does no work, and a load balancer
+    // must see the host alive whatever else is going on.
     Router::new()
+        .route("/healthz", get(healthz))
         .merge(ops)
         .merge(native)
         .fallback(dispatch)
@@ -242,6 +250,14 @@ async fn bound_ops_in_flight(
     }
 }
 
+/// The `Content-Length` a request declares, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads `body` whole, refusing it past `max` bytes (413, at once when the
 /// declared length says so) or when it does not arrive within its allowance
 /// (408): `body_timeout` plus its length at `min_body_rate`.
@@ -252,10 +268,7 @@ pub(super) async fn read_body(
     max: usize,
 ) -> Result<Bytes, AppError> {
     use http_body_util::BodyExt as _;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > max as u64) {
         return Err(AppError::PayloadTooLarge(max));
     }
@@ -290,13 +303,31 @@ pub(super) async fn dispatch(
         .registry
         .resolve(uri.path())
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
-    let body = read_body(
-        &state.inner.limits,
-        &headers,
-        body,
-        state.inner.limits.max_body_bytes,
-    )
-    .await?;
+    let max = state.inner.limits.max_body_bytes;
+    // The body's room in the budget: its declared length, or the largest
+    // it may be. None left: 503 at once, as for the in-flight bound.
+    let room = match (
+        http_body::Body::size_hint(&body).exact(),
+        declared_length(&headers),
+    ) {
+        // No body at all (a GET): nothing to hold.
+        (Some(0), _) => 0,
+        (_, Some(n)) => n.min(max as u64) as usize,
+        (_, None) => max,
+    };
+    let _room = match u32::try_from(room) {
+        Ok(0) => None,
+        Ok(n) => Some(
+            state
+                .inner
+                .body_budget
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| AppError::Overloaded)?,
+        ),
+        Err(_) => return Err(AppError::PayloadTooLarge(max)),
+    };
+    let body = read_body(&state.inner.limits, &headers, body, max).await?;
     let _admission = state.admit(&component.name)?;
     serve_component(&state, &component, method, &uri, headers, body).await
 }

@@ -50,8 +50,10 @@ pub(crate) struct Invocation {
     filling: Vec<FillGuard>,
     /// What the guest has logged in this request, against the log caps.
     logged: LogBudget,
-    /// Set once the request has run past `BUSY_AFTER`: counts it among the
-    /// busy instances until the store is dropped.
+    /// Epoch ticks seen while this instance ran.
+    ticks: u32,
+    /// Set once the instance has computed for the busy threshold: counts it
+    /// among the busy instances until the store is dropped.
     busy: Option<Busy>,
 }
 
@@ -149,20 +151,27 @@ impl Invocation {
             flights,
             filling: Vec::new(),
             logged: LogBudget::default(),
+            ticks: 0,
             busy: None,
         }
     }
 
-    /// Counts this request as busy (once) and returns how many are now.
-    pub(crate) fn mark_busy(&mut self, busy: &Arc<AtomicUsize>) -> usize {
-        match &self.busy {
+    /// Counts one epoch tick of running wasm. Past `threshold` ticks the
+    /// instance counts as busy (once); returns how many busy instances there
+    /// are then, or `None` while this one is not busy.
+    pub(crate) fn tick(&mut self, busy: &Arc<AtomicUsize>, threshold: u32) -> Option<usize> {
+        self.ticks = self.ticks.saturating_add(1);
+        if self.ticks < threshold {
+            return None;
+        }
+        Some(match &self.busy {
             Some(_) => busy.load(Ordering::Relaxed).max(1),
             None => {
                 let now = busy.fetch_add(1, Ordering::Relaxed) + 1;
                 self.busy = Some(Busy(busy.clone()));
                 now
             }
-        }
+        })
     }
 
     /// `name` (a key or a tag) inside the component's cache namespace:
@@ -373,7 +382,9 @@ impl From<hostdb::DbError> for db::DbError {
             hostdb::DbError::Constraint(m) => Self::ConstraintViolation(m),
             hostdb::DbError::Timeout(m) => Self::Timeout(m),
             hostdb::DbError::Other(m) => Self::Other(m),
-            refused @ hostdb::DbError::Refused(_) => Self::Other(refused.to_string()),
+            refused @ (hostdb::DbError::Refused(_) | hostdb::DbError::TooLarge(_)) => {
+                Self::Other(refused.to_string())
+            }
         }
     }
 }

@@ -42,8 +42,10 @@ use wasmtime::{
 /// of the cooperative yields that keep a busy component from hogging a
 /// worker thread.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-/// Wall-clock time after which a request counts as busy (see `Busy`).
-const BUSY_AFTER: Duration = Duration::from_millis(50);
+/// Epoch ticks seen while running wasm after which an instance counts as
+/// busy: about 50 ms of computing. Ticks come only while wasm runs, so time
+/// spent waiting on the database or the cache does not count.
+const BUSY_AFTER_TICKS: u32 = 10;
 
 /// Sandbox settings, fixed for the life of the runtime.
 #[derive(Debug, Clone)]
@@ -325,23 +327,22 @@ impl Runtime {
             ),
         );
         store.limiter(|s| s.limits());
-        let started = Instant::now();
-        let expires = started + deadline;
+        let expires = Instant::now() + deadline;
         let busy = self.busy.clone();
         store.set_epoch_deadline(1);
-        // Every tick a running instance yields its worker thread. Past
-        // `BUSY_AFTER` it also pauses for one tick per busy instance, so
-        // that busy instances together take about one core at most, and a
-        // looping component leaves the other core to everyone else.
+        // Every tick a running instance yields its worker thread. Once it
+        // has computed for `BUSY_AFTER_TICKS` ticks it also pauses for one
+        // tick per busy instance, so that busy instances together take
+        // about one core, and a looping component leaves the rest of the
+        // machine to everyone else.
         store.epoch_deadline_callback(move |mut ctx| {
             let now = Instant::now();
             if now >= expires {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if now - started < BUSY_AFTER {
+            let Some(busy_now) = ctx.data_mut().tick(&busy, BUSY_AFTER_TICKS) else {
                 return Ok(UpdateDeadline::Yield(1));
-            }
-            let busy_now = ctx.data_mut().mark_busy(&busy);
+            };
             let pause = (EPOCH_TICK * busy_now as u32).min(expires - now);
             Ok(UpdateDeadline::YieldCustom(
                 1,
