@@ -119,6 +119,11 @@ async fn a_hundred_slow_bodies_do_not_stop_a_normal_request() {
     }
     // Let every slow request reach the server and start its body.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The same component the slow bodies are for, and another one.
+    assert_eq!(
+        get_status(front.addr, "/api/templates?limit=1", None).await,
+        Some(200)
+    );
     assert_eq!(
         get_status(front.addr, "/api/marketplace/categories", None).await,
         Some(200)
