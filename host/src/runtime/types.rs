@@ -1,0 +1,122 @@
+//! The runtime's public types: what loading and invoking return, and the
+//! conversions between the request types of `crate::request` and the
+//! generated bindings' types.
+
+use super::bindings::{self, marketplace::host::types};
+use super::invocation::Invocation;
+use crate::request::{Request, Response};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime::Trap;
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("component does not fit the handler world: {0}")]
+    WrongWorld(String),
+}
+
+/// Why a request to a component failed. Each variant is the component's own
+/// failure; none affects other requests.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("component ran past its deadline of {0:?}")]
+    DeadlineExceeded(Duration),
+    #[error("component exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("component trapped: {0}")]
+    Trap(String),
+    #[error("component returned an invalid status {0}")]
+    InvalidStatus(u16),
+    #[error("no instance slot available: {0}")]
+    Exhausted(String),
+}
+
+/// A compiled, type-checked component, ready to instantiate per request.
+pub struct LoadedComponent {
+    /// The name it is routed and listed by.
+    pub name: String,
+    /// The cache namespace its keys and tags live in: its name unless the
+    /// manifest gives it a shared one (the registry sets it).
+    pub cache_namespace: Arc<str>,
+    /// Hex SHA-256 of the `.wasm` bytes it was compiled from.
+    pub digest: String,
+    /// Size of those bytes.
+    pub size: usize,
+    /// The `.wasm` bytes, so the version can be recorded on disk.
+    pub bytes: Arc<[u8]>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Whether its compiled code came from the artifact cache.
+    pub from_cache: bool,
+    /// Pre-instantiated with the linker: imports resolved and type-checked.
+    pub(super) pre: bindings::HandlerPre<Invocation>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `InvokeError` a failed instantiation or call stands for.
+pub(super) fn classify(
+    err: wasmtime::Error,
+    memory_exceeded: bool,
+    deadline: Duration,
+    memory_limit: usize,
+) -> InvokeError {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        InvokeError::DeadlineExceeded(deadline)
+    } else if memory_exceeded {
+        InvokeError::MemoryLimit(memory_limit)
+    } else if err
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        InvokeError::Exhausted(format!("{err:#}"))
+    } else {
+        InvokeError::Trap(format!("{err:#}"))
+    }
+}
+
+impl From<Request> for types::Request {
+    fn from(r: Request) -> Self {
+        types::Request {
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(name, value)| types::Header { name, value })
+                .collect(),
+            body: r.body,
+            principal: r.principal.map(|p| types::Principal {
+                user_id: p.user_id,
+                workspace_ids: p.workspace_ids,
+            }),
+        }
+    }
+}
+
+impl TryFrom<types::Response> for Response {
+    type Error = InvokeError;
+
+    fn try_from(r: types::Response) -> Result<Self, InvokeError> {
+        if !(100..=599).contains(&r.status) {
+            return Err(InvokeError::InvalidStatus(r.status));
+        }
+        Ok(Response {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        })
+    }
+}
