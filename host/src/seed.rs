@@ -253,23 +253,49 @@ pub struct Table {
 }
 
 /// Builds the whole dataset in memory (deterministic in `spec`), table by
-/// table in insertion order.
+/// table in insertion order. The steps draw from one PRNG in a fixed order.
 pub fn build(spec: &DemoSpec) -> Vec<Table> {
     let mut rng = SplitMix(spec.seed);
     let now = spec.now_ms;
+    let [users, workspaces, workspace_members] = people(&mut rng, now);
+    let [agents, installations] = agents(&mut rng, spec.agents, now);
+    let templates = templates(&mut rng, now);
+    vec![
+        categories(),
+        users,
+        workspaces,
+        workspace_members,
+        agents,
+        installations,
+        templates,
+        // Last: its presence marks the dataset complete.
+        demo_token(now),
+    ]
+}
 
-    let categories: Vec<Vec<Value>> = CATEGORIES
-        .iter()
-        .map(|(slug, name, description)| {
-            vec![
-                text(format!("cat-{slug}")),
-                text(*slug),
-                text(*name),
-                text(*description),
-            ]
-        })
-        .collect();
+/// The fixed categories.
+fn categories() -> Table {
+    Table {
+        name: "categories",
+        columns: &["id", "slug", "name", "description"],
+        rows: CATEGORIES
+            .iter()
+            .map(|(slug, name, description)| {
+                vec![
+                    text(format!("cat-{slug}")),
+                    text(*slug),
+                    text(*name),
+                    text(*description),
+                ]
+            })
+            .collect(),
+    }
+}
 
+/// The demo user in the demo workspace, and one user owning one workspace
+/// per community workspace: the `users`, `workspaces` and
+/// `workspace_members` tables.
+fn people(rng: &mut SplitMix, now: i64) -> [Table; 3] {
     let mut users = vec![vec![
         text(DEMO_USER),
         text("demo@example.com"),
@@ -299,111 +325,7 @@ pub fn build(spec: &DemoSpec) -> Vec<Table> {
         ]);
         members.push(vec![text(&ws), text(&user), text("owner")]);
     }
-
-    let mut agents = Vec::with_capacity(spec.agents);
-    let mut installations = Vec::new();
-    for i in 0..spec.agents {
-        let (cat_slug, cat_name, _) = CATEGORIES[rng.below(CATEGORIES.len())];
-        let noun = rng.pick(NOUNS);
-        let name = format!("{} {cat_name} {noun}", rng.pick(ADJECTIVES));
-        let id = format!("agent-{i:06}");
-        let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
-        let created = now - (28 + rng.below(700) as i64) * DAY_MS;
-        let updated = created + rng.below(20) as i64 * DAY_MS;
-        let tags = serde_json::json!([
-            cat_slug,
-            noun.to_lowercase(),
-            rng.pick(&["free", "pro", "beta", "verified"])
-        ])
-        .to_string();
-        let description = format!(
-            "{name} {} for {} teams.",
-            rng.pick(TASKS),
-            cat_name.to_lowercase()
-        );
-        // A skewed popularity: most agents are installed rarely, a few often.
-        let popularity = {
-            let r = rng.below(1000);
-            if r < 10 {
-                12
-            } else if r < 100 {
-                5
-            } else if r < 400 {
-                2
-            } else {
-                rng.below(2)
-            }
-        };
-        let mut recent = std::collections::BTreeSet::new();
-        for _ in 0..popularity {
-            recent.insert(rng.below(COMMUNITY_WORKSPACES));
-        }
-        for w in &recent {
-            let at = now - rng.below(28 * 24) as i64 * 3_600_000 - rng.below(3_600_000) as i64;
-            installations.push(vec![
-                text(format!("inst-{i:06}-{w:03}")),
-                text(&id),
-                text(format!("ws-{w:03}")),
-                text(format!("user-{w:03}")),
-                Value::Int(at),
-            ]);
-        }
-        let historical = rng.below(5_000) as i64;
-        agents.push(vec![
-            text(&id),
-            text(slug),
-            text(name),
-            text(description),
-            text(format!("cat-{cat_slug}")),
-            text(tags),
-            text(rng.pick(PUBLISHERS)),
-            Value::Bool(rng.below(25) == 0),
-            Value::Int(historical + recent.len() as i64),
-            Value::Float((30 + rng.below(21)) as f64 / 10.0),
-            Value::Int(created),
-            Value::Int(updated),
-        ]);
-    }
-
-    let templates = (0..TEMPLATES)
-        .map(|t| {
-            let subject = rng.pick(TEMPLATE_SUBJECTS);
-            let (cat_slug, _, _) = CATEGORIES[rng.below(CATEGORIES.len())];
-            let complexity = rng.pick(COMPLEXITIES);
-            let step_count = 2 + rng.below(5);
-            let steps: Vec<_> = (0..step_count)
-                .map(|s| serde_json::json!({ "name": format!("Step {}", s + 1), "action": rng.pick(TASKS) }))
-                .collect();
-            let created = now - rng.below(200) as i64 * DAY_MS;
-            vec![
-                text(format!("tpl-{t:04}")),
-                text(format!("{subject} workflow #{t}")),
-                text(format!("A {complexity} workflow: {} in {step_count} steps.", subject.to_lowercase())),
-                text(cat_slug),
-                text(complexity),
-                text(serde_json::Value::Array(steps).to_string()),
-                text(serde_json::json!([cat_slug, complexity]).to_string()),
-                Value::Bool(rng.below(10) == 0),
-                Value::Null,
-                Value::Int(created),
-                Value::Int(created),
-            ]
-        })
-        .collect();
-
-    let token = vec![vec![
-        text(token_hash(DEMO_TOKEN)),
-        text(DEMO_USER),
-        text("demo token"),
-        Value::Int(now),
-    ]];
-
-    vec![
-        Table {
-            name: "categories",
-            columns: &["id", "slug", "name", "description"],
-            rows: categories,
-        },
+    [
         Table {
             name: "users",
             columns: &["id", "email", "name", "created_at"],
@@ -419,6 +341,18 @@ pub fn build(spec: &DemoSpec) -> Vec<Table> {
             columns: &["workspace_id", "user_id", "role"],
             rows: members,
         },
+    ]
+}
+
+/// `count` agents and their recent installs: the `agents` and
+/// `installations` tables.
+fn agents(rng: &mut SplitMix, count: usize, now: i64) -> [Table; 2] {
+    let mut agents = Vec::with_capacity(count);
+    let mut installations = Vec::new();
+    for i in 0..count {
+        agents.push(agent(rng, i, now, &mut installations));
+    }
+    [
         Table {
             name: "agents",
             columns: &[
@@ -448,30 +382,139 @@ pub fn build(spec: &DemoSpec) -> Vec<Table> {
             ],
             rows: installations,
         },
-        Table {
-            name: "workflow_templates",
-            columns: &[
-                "id",
-                "name",
-                "description",
-                "category",
-                "complexity",
-                "steps",
-                "tags",
-                "featured",
-                "created_by",
-                "created_at",
-                "updated_at",
-            ],
-            rows: templates,
-        },
-        // Last: its presence marks the dataset complete.
-        Table {
-            name: "api_tokens",
-            columns: &["token_hash", "user_id", "name", "created_at"],
-            rows: token,
-        },
     ]
+}
+
+/// Agent number `i`'s row; its installs of the last four weeks go to
+/// `installations`.
+fn agent(
+    rng: &mut SplitMix,
+    i: usize,
+    now: i64,
+    installations: &mut Vec<Vec<Value>>,
+) -> Vec<Value> {
+    let (cat_slug, cat_name, _) = CATEGORIES[rng.below(CATEGORIES.len())];
+    let noun = rng.pick(NOUNS);
+    let name = format!("{} {cat_name} {noun}", rng.pick(ADJECTIVES));
+    let id = format!("agent-{i:06}");
+    let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
+    let created = now - (28 + rng.below(700) as i64) * DAY_MS;
+    let updated = created + rng.below(20) as i64 * DAY_MS;
+    let tags = serde_json::json!([
+        cat_slug,
+        noun.to_lowercase(),
+        rng.pick(&["free", "pro", "beta", "verified"])
+    ])
+    .to_string();
+    let description = format!(
+        "{name} {} for {} teams.",
+        rng.pick(TASKS),
+        cat_name.to_lowercase()
+    );
+    let mut recent = std::collections::BTreeSet::new();
+    for _ in 0..popularity(rng) {
+        recent.insert(rng.below(COMMUNITY_WORKSPACES));
+    }
+    for w in &recent {
+        let at = now - rng.below(28 * 24) as i64 * 3_600_000 - rng.below(3_600_000) as i64;
+        installations.push(vec![
+            text(format!("inst-{i:06}-{w:03}")),
+            text(&id),
+            text(format!("ws-{w:03}")),
+            text(format!("user-{w:03}")),
+            Value::Int(at),
+        ]);
+    }
+    let historical = rng.below(5_000) as i64;
+    vec![
+        text(&id),
+        text(slug),
+        text(name),
+        text(description),
+        text(format!("cat-{cat_slug}")),
+        text(tags),
+        text(rng.pick(PUBLISHERS)),
+        Value::Bool(rng.below(25) == 0),
+        Value::Int(historical + recent.len() as i64),
+        Value::Float((30 + rng.below(21)) as f64 / 10.0),
+        Value::Int(created),
+        Value::Int(updated),
+    ]
+}
+
+/// How many recent installs an agent draws: skewed, so most agents are
+/// installed rarely and a few often.
+fn popularity(rng: &mut SplitMix) -> usize {
+    let r = rng.below(1000);
+    if r < 10 {
+        12
+    } else if r < 100 {
+        5
+    } else if r < 400 {
+        2
+    } else {
+        rng.below(2)
+    }
+}
+
+/// The workflow templates.
+fn templates(rng: &mut SplitMix, now: i64) -> Table {
+    let rows = (0..TEMPLATES)
+        .map(|t| {
+            let subject = rng.pick(TEMPLATE_SUBJECTS);
+            let (cat_slug, _, _) = CATEGORIES[rng.below(CATEGORIES.len())];
+            let complexity = rng.pick(COMPLEXITIES);
+            let step_count = 2 + rng.below(5);
+            let steps: Vec<_> = (0..step_count)
+                .map(|s| serde_json::json!({ "name": format!("Step {}", s + 1), "action": rng.pick(TASKS) }))
+                .collect();
+            let created = now - rng.below(200) as i64 * DAY_MS;
+            vec![
+                text(format!("tpl-{t:04}")),
+                text(format!("{subject} workflow #{t}")),
+                text(format!("A {complexity} workflow: {} in {step_count} steps.", subject.to_lowercase())),
+                text(cat_slug),
+                text(complexity),
+                text(serde_json::Value::Array(steps).to_string()),
+                text(serde_json::json!([cat_slug, complexity]).to_string()),
+                Value::Bool(rng.below(10) == 0),
+                Value::Null,
+                Value::Int(created),
+                Value::Int(created),
+            ]
+        })
+        .collect();
+    Table {
+        name: "workflow_templates",
+        columns: &[
+            "id",
+            "name",
+            "description",
+            "category",
+            "complexity",
+            "steps",
+            "tags",
+            "featured",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ],
+        rows,
+    }
+}
+
+/// The demo user's token.
+fn demo_token(now: i64) -> Table {
+    Table {
+        name: "api_tokens",
+        columns: &["token_hash", "user_id", "name", "created_at"],
+        rows: vec![vec![
+            text(token_hash(DEMO_TOKEN)),
+            text(DEMO_USER),
+            text("demo token"),
+            Value::Int(now),
+        ]],
+    }
 }
 
 /// Inserts the dataset of `spec`.
