@@ -8,6 +8,8 @@
 #   bash bench/fair.sh target/debug/marketplace-host 2 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 bin=${1:?usage: bench/fair.sh BINARY [LOOPS] [ROUNDS]}
 loops=${2:-2}
 rounds=${3:-3}
@@ -34,25 +36,22 @@ TOML
     --state-dir "$work/state" --watch-components false --request-timeout-ms 12000 \
     >"$work/host.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do curl -fs "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+  wait_up "127.0.0.1:$port/healthz" 100 0.2 || true
   curl -fs "127.0.0.1:$port/api/marketplace/categories" >/dev/null
   for _ in $(seq "$n"); do curl -s "127.0.0.1:$port/fixture/loop" >/dev/null & done
   sleep 1
-  wrk -t1 -c8 -d5s "http://127.0.0.1:$port/api/marketplace/categories" \
-    | awk '/Requests\/sec/ {print $2}'
+  wrk_out 8 5 "http://127.0.0.1:$port/api/marketplace/categories" | wrk_rps
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$work"
 }
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 quiet=() busy=()
 for _ in $(seq "$rounds"); do
   quiet+=("$(measure 0)")
   busy+=("$(measure "$loops")")
 done
-q=$(printf '%s\n' "${quiet[@]}" | median)
-b=$(printf '%s\n' "${busy[@]}" | median)
+q=$(printf '%s\n' "${quiet[@]}" | median low)
+b=$(printf '%s\n' "${busy[@]}" | median low)
 echo "no loops: ${quiet[*]} rps (median $q)"
 echo "$loops loops: ${busy[*]} rps (median $b)"
 awk -v q="$q" -v b="$b" 'BEGIN {printf "ratio: %.2f\n", b / q}'

@@ -12,17 +12,15 @@
 # rounds, the paths interleaved within a round), BENCH_CONCURRENCY ("8 32 64").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
-PG_BASE="${BENCH_DB_URL:-postgres://postgres@127.0.0.1:5432}"
-DB_NAME=marketplace_bench
 REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-6}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 CONCURRENCY="${BENCH_CONCURRENCY:-8 32 64}"
 PORT=18080
 BASE="http://127.0.0.1:$PORT"
-LISTING="/api/marketplace?category=coding&sortBy=popular&limit=20"
-DETAILS="/api/marketplace/agents/agent-000042"
 work=$(mktemp -d)
 mkdir -p bench/results
 report="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
@@ -45,7 +43,6 @@ fi
 log "building the components and the release host"
 cargo xtask components >&2
 cargo build --release -p host >&2
-HOST=target/release/marketplace-host
 
 if ! psql "$PG_BASE/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1; then
   psql "$PG_BASE/postgres" -qc "CREATE DATABASE $DB_NAME" >&2
@@ -55,17 +52,14 @@ fi
 # background; waits until it answers.
 start_host() {
   stop_host
-  RUST_LOG=warn "$HOST" serve --listen "127.0.0.1:$PORT" \
-    --database-url "$PG_BASE/$DB_NAME" --demo-agents 100000 \
-    --state-dir "$work/state" --watch-components false \
-    --native-baseline true --max-in-flight 512 "$@" >"$work/host.log" 2>&1 &
+  bench_serve "" "$HOST" "$PORT" "$work/state" "$work/host.log" "$@"
   host_pid=$!
-  for _ in $(seq 600); do
-    curl -fs "$BASE/api/marketplace/categories" >/dev/null 2>&1 && return 0
-    kill -0 "$host_pid" 2>/dev/null || { cat "$work/host.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "the host did not come up" >&2; exit 1
+  local up=0
+  wait_up "$BASE/api/marketplace/categories" 600 0.2 "$host_pid" || up=$?
+  case $up in
+    1) cat "$work/host.log" >&2; exit 1 ;;
+    2) echo "the host did not come up" >&2; exit 1 ;;
+  esac
 }
 stop_host() {
   if [ -n "$host_pid" ]; then kill "$host_pid" 2>/dev/null || true; wait "$host_pid" 2>/dev/null || true; host_pid=""; fi
@@ -77,30 +71,21 @@ wrk_run() {
   local c=$1 path=$2 script=${3:-}
   local out
   if [ -n "$script" ]; then
-    out=$(wrk -t1 -c"$c" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "$BASE$path")
+    out=$(wrk_out "$c" "$SECONDS_PER_RUN" "$BASE$path" --latency -s "$script")
   else
-    out=$(wrk -t1 -c"$c" -d"${SECONDS_PER_RUN}s" --latency "$BASE$path")
+    out=$(wrk_out "$c" "$SECONDS_PER_RUN" "$BASE$path" --latency)
   fi
   if echo "$out" | grep -q "Non-2xx"; then
     echo "wrk saw errors on $path:" >&2; echo "$out" >&2; exit 1
   fi
-  local rps p50 p99
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+  echo "$(wrk_rps <<<"$out") $(wrk_ms 50% <<<"$out") $(wrk_ms 99% <<<"$out")"
 }
-to_ms() {
-  echo "$1" | awk '/us$/ {sub("us","",$1); printf "%.3f", $1/1000; next}
-                   /ms$/ {sub("ms","",$1); printf "%.3f", $1; next}
-                   /s$/  {sub("s","",$1);  printf "%.3f", $1*1000; next}'
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # series NAME...: after rounds of runs stored in results[NAME] as
 # "rps p50 p99" lines, the medians.
 declare -A results
 record() { results[$1]+="$2"$'\n'; }
+# shellcheck disable=SC2119 # median without "low": the mean of the middle two
 med() { echo "${results[$1]}" | awk -v f="$2" 'NF {print $f}' | median; }
 
 metric() { # metric NAME-PREFIX: sum of the series starting with it
@@ -184,10 +169,10 @@ say ""
 # --- 4. Zipf hit rate -------------------------------------------------------
 log "Zipf browse workload"
 start_host $(redis_flags)
-ZIPF_PAGES=2000 wrk -t1 -c32 -d15s -s bench/zipf.lua "$BASE/" >/dev/null
+ZIPF_PAGES=2000 wrk_out 32 15 "$BASE/" -s bench/zipf.lua >/dev/null
 hits0=$(metric 'marketplace_cache_operations_total{endpoint="marketplace:agents",tier="redis",outcome="hit"}')
 miss0=$(metric 'marketplace_cache_operations_total{endpoint="marketplace:agents",tier="redis",outcome="miss"}')
-zipf=$(ZIPF_PAGES=2000 wrk -t1 -c32 -d15s -s bench/zipf.lua "$BASE/" | awk '/Requests\/sec/ {print $2}')
+zipf=$(ZIPF_PAGES=2000 wrk_out 32 15 "$BASE/" -s bench/zipf.lua | wrk_rps)
 hits1=$(metric 'marketplace_cache_operations_total{endpoint="marketplace:agents",tier="redis",outcome="hit"}')
 miss1=$(metric 'marketplace_cache_operations_total{endpoint="marketplace:agents",tier="redis",outcome="miss"}')
 say "## 4. Hit rate over a Zipf browse workload"
@@ -198,7 +183,7 @@ say ""
 # --- 2. memory tier against Redis tier --------------------------------------
 log "cache hits, memory tier"
 start_host
-for p in "$LISTING" "$DETAILS"; do curl -fs "$BASE$p" >/dev/null; done
+warm_paths "$BASE"
 say "## 2. Cache hits on the memory tier (no Redis)"
 say ""
 hits_table memory 32
@@ -224,7 +209,7 @@ tune() {
   for _ in $(seq "$ROUNDS"); do
     for v in "$@"; do
       start_host "$flag" "$v"
-      curl -fs "$BASE$LISTING" >/dev/null; curl -fs "$BASE$DETAILS" >/dev/null
+      warm_paths "$BASE"
       record "tune$flag$v-l" "$(wrk_run 32 "$LISTING")"
       record "tune$flag$v-d" "$(wrk_run 32 "$DETAILS")"
     done
