@@ -36,10 +36,11 @@ async fn get(cache: &dyn Cache, key: &str) -> Option<Vec<u8>> {
     cache.get(key, &mut Stamp::default()).await
 }
 
+/// Stores as a request that read its data just now.
 async fn set(cache: &dyn Cache, key: &str, value: &[u8], ttl: Duration, t: &[&str]) {
-    cache
-        .set(key, value.to_vec(), ttl, &tags(t), &Stamp::default())
-        .await;
+    let mut stamp = Stamp::default();
+    cache.stamp(&mut stamp).await;
+    cache.set(key, value.to_vec(), ttl, &tags(t), &stamp).await;
 }
 
 #[tokio::test]

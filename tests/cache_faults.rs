@@ -57,8 +57,10 @@ async fn an_entry_invalidated_while_redis_was_down_is_not_served_after_recovery(
     let set = |key: &'static str, tag: &'static str| {
         let cache = &cache;
         async move {
+            let mut stamp = Stamp::default();
+            cache.stamp(&mut stamp).await;
             cache
-                .set(key, b"v".to_vec(), HOUR, &tags(&[tag]), &Stamp::default())
+                .set(key, b"v".to_vec(), HOUR, &tags(&[tag]), &stamp)
                 .await
         }
     };
@@ -212,4 +214,153 @@ async fn ten_identical_requests_count_one_miss_and_nine_hits() {
             "{tier}"
         );
     }
+}
+
+/// Two hosts' caches on one Redis prefix: `a` reaches Redis through the
+/// proxy, `b` directly.
+async fn two_caches() -> Option<(Proxy, support::redis::RedisPrefix, TieredCache, TieredCache)> {
+    let (proxy, prefix) = proxied_redis().await?;
+    let a = TieredCache::with_redis(
+        MemoryCache::new(1 << 20),
+        RedisCache::new(prefix.settings.clone()).unwrap(),
+        Arc::new(CacheMetrics::default()),
+    )
+    .await;
+    let direct = host::cache::RedisSettings {
+        url: support::redis::server_url()?,
+        ..prefix.settings.clone()
+    };
+    let b = TieredCache::with_redis(
+        MemoryCache::new(1 << 20),
+        RedisCache::new(direct).unwrap(),
+        Arc::new(CacheMetrics::default()),
+    )
+    .await;
+    assert!(a.using_redis() && b.using_redis());
+    Some((proxy, prefix, a, b))
+}
+
+/// Waits until `cache` reads Redis again after a cut.
+async fn until_on_redis(cache: &TieredCache, metrics_key: &str) {
+    let started = Instant::now();
+    loop {
+        let mut probe = Stamp::default();
+        cache.get(metrics_key, &mut probe).await;
+        if cache.using_redis() && probe.redis.is_some() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never back on Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// A request reads the cache while Redis is unreachable (its stamp has no
+// Redis clock), reads the database, another host invalidates, Redis comes
+// back, and the request stores what it read. That value predates the
+// invalidation: it must not be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_read_while_redis_was_away_is_not_stored_in_redis_as_valid() {
+    let Some((proxy, _prefix, a, b)) = two_caches().await else {
+        return;
+    };
+    let key = "marketplace:agent:a1";
+    proxy.cut().await;
+    let mut stamp = Stamp::default();
+    assert_eq!(a.get(key, &mut stamp).await, None, "a miss, from memory");
+    // ... the request reads the old row here ...
+    b.invalidate_tags(&tags(&["agent:a1"])).await;
+    proxy.restore();
+    until_on_redis(&a, "marketplace:agent:probe").await;
+    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
+        .await;
+    assert_eq!(a.get(key, &mut Stamp::default()).await, None, "on host a");
+    assert_eq!(b.get(key, &mut Stamp::default()).await, None, "on host b");
+}
+
+// The opposite switch: the request reads Redis, Redis fails, the host
+// invalidates (its memory tier hears it at once), and the request stores
+// what it read: it falls to the memory tier, where it must not be valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_read_from_redis_is_not_stored_in_memory_as_valid_after_a_cut() {
+    let Some((proxy, _prefix, a, _b)) = two_caches().await else {
+        return;
+    };
+    let key = "marketplace:agent:a1";
+    let mut stamp = Stamp::default();
+    assert_eq!(a.get(key, &mut stamp).await, None, "a miss, from Redis");
+    assert!(stamp.redis.is_some());
+    // ... the request reads the old row here ...
+    proxy.cut().await;
+    a.invalidate_tags(&tags(&["agent:a1"])).await;
+    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
+        .await;
+    assert_eq!(a.get(key, &mut Stamp::default()).await, None);
+}
+
+// Redis loses its data (a restart without persistence, a FLUSHALL; here
+// only this test's keys are deleted, since other tests share the server)
+// while a request is between its read and its write. The invalidation clock
+// starts again from zero, so the request's old stamp must not outrank the
+// invalidations made after the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stamp_from_before_redis_lost_its_data_does_not_outrank_later_invalidations() {
+    let Some((_proxy, prefix, a, b)) = two_caches().await else {
+        return;
+    };
+    for _ in 0..5 {
+        b.invalidate_tags(&tags(&["other"])).await;
+    }
+    let key = "marketplace:agent:a1";
+    let mut stamp = Stamp::default();
+    assert_eq!(a.get(key, &mut stamp).await, None);
+    // ... the request reads the old row here; Redis loses everything ...
+    let url = support::redis::server_url().unwrap();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", prefix.settings.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // ... and another host writes the row and invalidates.
+    b.invalidate_tags(&tags(&["agent:a1"])).await;
+    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
+        .await;
+    assert_eq!(a.get(key, &mut Stamp::default()).await, None, "on host a");
+    assert_eq!(b.get(key, &mut Stamp::default()).await, None, "on host b");
+}
+
+// Redis cannot hold a tag with a newline, so such entries live in memory;
+// that is the component's doing, not Redis failing, and must not switch
+// every other component off Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_redis_cannot_hold_do_not_open_the_breaker() {
+    let Some((_proxy, _prefix, a, _b)) = two_caches().await else {
+        return;
+    };
+    let mut stamp = Stamp::default();
+    a.stamp(&mut stamp).await;
+    for i in 0..5 {
+        let key = format!("marketplace:agent:a{i}");
+        a.set(&key, b"v".to_vec(), HOUR, &tags(&["two\nlines"]), &stamp)
+            .await;
+    }
+    assert!(a.using_redis(), "still on Redis");
+    assert_eq!(
+        a.get("marketplace:agent:a0", &mut Stamp::default()).await,
+        None,
+        "not in Redis"
+    );
 }

@@ -266,3 +266,29 @@ async fn an_oversized_body_gets_413_before_any_component_runs() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "payload_too_large");
 }
+
+// A request waiting for another request's fill of the same key gives up in
+// time to compute the value itself: a filler stuck until its own deadline
+// does not make the requests waiting on it miss theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_stuck_fill_still_answers_within_its_deadline() {
+    let h = host(SandboxConfig {
+        deadline: Duration::from_secs(2),
+        ..sandbox()
+    })
+    .await;
+    let app = h.app.clone();
+    let filler = tokio::spawn(async move {
+        let (response, _) = get(&app, "/fixture/cache-get?key=k&ms=60000").await;
+        response.status()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (response, body) = get(&h.app, "/fixture/cache-get?key=k&ms=400").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(filler.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+}

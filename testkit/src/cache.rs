@@ -187,7 +187,7 @@ impl Cache for MockCache {
     async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
         self.delay().await;
         let mut s = self.state();
-        if stamp.memory.is_none() {
+        if stamp.memory.is_none() && !stamp.sealed {
             stamp.memory = Some(s.invalidation_clock);
         }
         let value = if s.failing {
@@ -210,6 +210,13 @@ impl Cache for MockCache {
         value
     }
 
+    async fn stamp(&self, stamp: &mut Stamp) {
+        let s = self.state();
+        if stamp.memory.is_none() && !stamp.sealed {
+            stamp.memory = Some(s.invalidation_clock);
+        }
+    }
+
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
         self.delay().await;
         let mut s = self.state();
@@ -219,14 +226,16 @@ impl Cache for MockCache {
             ttl,
             tags: tags.to_vec(),
         });
-        if s.failing {
+        // Like the host's tiers: a value without the clock from before it
+        // was read is not stored.
+        let (false, Some(stamp)) = (s.failing, stamp.memory) else {
             return;
-        }
+        };
         let entry = Entry {
             value,
             expires_at: s.now + ttl,
             tags: tags.to_vec(),
-            stamp: stamp.memory.unwrap_or(s.invalidation_clock),
+            stamp,
         };
         s.entries.insert(key.to_string(), entry);
     }
@@ -274,6 +283,7 @@ mod tests {
         let cache = MockCache::new();
         block_on(async {
             let mut stamp = Stamp::default();
+            cache.stamp(&mut stamp).await;
             cache.set("k", b"v".to_vec(), MIN, &[], &stamp).await;
             assert_eq!(cache.get("k", &mut stamp).await, Some(b"v".to_vec()));
             cache.advance(MIN - Duration::from_secs(1));

@@ -290,6 +290,10 @@ impl host::cache::Cache for Unscoped {
         self.0.get(unscoped(key), stamp).await
     }
 
+    async fn stamp(&self, stamp: &mut host::cache::Stamp) {
+        self.0.stamp(stamp).await
+    }
+
     async fn set(
         &self,
         key: &str,

@@ -99,11 +99,6 @@ impl MemoryCache {
         self.clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current clock value.
-    pub fn stamp(&self) -> u64 {
-        self.clock().now
-    }
-
     fn is_valid(&self, entry: &Entry) -> bool {
         if Instant::now() >= entry.expires_at {
             return false;
@@ -119,9 +114,7 @@ impl MemoryCache {
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
-        if stamp.memory.is_none() {
-            stamp.memory = Some(self.stamp());
-        }
+        self.stamp(stamp).await;
         let entry = self.entries.get(key).await?;
         if self.is_valid(&entry) {
             Some(entry.value.to_vec())
@@ -131,13 +124,22 @@ impl Cache for MemoryCache {
         }
     }
 
+    async fn stamp(&self, stamp: &mut Stamp) {
+        if stamp.memory.is_none() && !stamp.sealed {
+            stamp.memory = Some(self.clock().now);
+        }
+    }
+
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
+        let Some(stamp) = stamp.memory else {
+            return;
+        };
         let entry = Entry {
             value: value.into(),
             ttl,
             expires_at: Instant::now() + ttl,
             tags: tags.iter().cloned().collect(),
-            stamp: stamp.memory.unwrap_or_else(|| self.stamp()),
+            stamp,
         };
         self.entries.insert(key.to_string(), entry).await;
     }

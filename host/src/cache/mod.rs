@@ -14,8 +14,9 @@
 //!
 //! Every backend keeps a monotonic *invalidation clock*. Invalidating tags
 //! takes the next clock value and records it for each tag. A request takes a
-//! `Stamp` (the clock's value) at its first cache call, before it reads the
-//! database, and every entry it stores carries that stamp. An entry is valid
+//! `Stamp` (each tier's clock) at its first cache call, and at the latest
+//! before it reads the database; then the stamp is sealed. Every entry it
+//! stores carries the stamp of the tier it is stored in. An entry is valid
 //! while none of its tags was invalidated after its stamp. So:
 //!
 //! - invalidation is one write per tag, however many entries carry it, and
@@ -23,6 +24,15 @@
 //! - a value computed by a request that raced with a write (read the old
 //!   rows, stored after the write's invalidation) is stored already
 //!   invalid, because the invalidation is later than the request's stamp.
+//!
+//! **Invariant:** a stamp never lies. An entry is stored in a tier only
+//! with that tier's clock as it was before the request read its data: a
+//! tier whose clock the stamp lacks (it was unreachable then) is skipped,
+//! never stamped with its clock of now. Redis's clock also carries an
+//! *epoch*, a random value drawn again whenever Redis has lost its clock (a
+//! restart without persistence, a flush): a stamp of another epoch stores
+//! nothing, so a clock that starts again from zero cannot make an older
+//! read look valid.
 //!
 //! **Invariant:** a cache method never returns an error to its caller. A
 //! tier that fails is skipped; when all fail, `get` is a miss and writes are
@@ -42,24 +52,48 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 /// The invalidation clocks as a request first saw them, one per tier the
-/// request has touched. Start with `Stamp::default()` per request.
+/// request has touched. Start with `Stamp::default()` per request; `seal`
+/// it before the request reads its data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamp {
     /// Redis's clock, once read.
-    pub redis: Option<u64>,
+    pub redis: Option<RedisStamp>,
     /// The memory tier's clock, once read.
     pub memory: Option<u64>,
+    /// Whether clocks may no longer be filled in: the request has read data
+    /// since, so a clock read now would be later than that read.
+    pub sealed: bool,
+}
+
+/// Redis's invalidation clock and the epoch it counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisStamp {
+    /// Drawn at random whenever Redis has no clock (first use, data lost).
+    pub epoch: u64,
+    /// The clock's value.
+    pub clock: u64,
+}
+
+impl Stamp {
+    /// No clock is filled in from now on.
+    pub fn seal(&mut self) {
+        self.sealed = true;
+    }
 }
 
 /// A shared cache with TTLs and tag-based invalidation.
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
     /// The bytes under `key`, unless absent, expired or invalidated. Fills
-    /// in the tier's clock in `stamp` if it is not there yet.
+    /// in the clocks of the tiers it reads in `stamp`, unless sealed.
     async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>>;
 
+    /// Fills in `stamp`, unless sealed, with the clock of every tier a `set`
+    /// would write now.
+    async fn stamp(&self, stamp: &mut Stamp);
+
     /// Stores `value` under `key` for `ttl`, labelled with `tags`, as of
-    /// `stamp` (a tier missing from it uses its clock now).
+    /// `stamp`; a tier whose clock `stamp` lacks stores nothing.
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp);
 
     /// Removes `key`.

@@ -3,16 +3,21 @@
 //!
 //! Layout, under the configured key prefix `P`:
 //! - `P e:{key}`: a hash with the value (`v`), the tags joined by newlines
-//!   (`t`) and the stamp (`s`), expiring after the entry's TTL;
-//! - `P clock`: the invalidation clock (no TTL);
+//!   (`t`), the stamp (`s`) and its epoch (`p`), expiring after the
+//!   entry's TTL;
+//! - `P clocks`: the invalidation clock (`n`) and its epoch (`e`), a hash
+//!   with no TTL; when it is missing (first use, or Redis lost its data) a
+//!   new one starts at zero in a new random epoch. Entries keep the epoch
+//!   they were stamped in (`p`): one of another epoch reads as a miss;
 //! - `P tag:{tag}`: the clock value of the tag's last invalidation (no TTL).
 //!
-//! `get` and `invalidate_tags` are Lua scripts, so each is one round trip
+//! Every operation but `delete` is a Lua script, so each is one round trip
 //! and atomic. Clock and tag keys have no TTL; with a `maxmemory-policy` that
-//! evicts keys without a TTL (`allkeys-*`), an evicted clock could let stale
-//! entries look valid: run Redis with `noeviction` or a `volatile-*` policy.
+//! evicts keys without a TTL (`allkeys-*`), an evicted tag key could let
+//! stale entries look valid: run Redis with `noeviction` or a `volatile-*`
+//! policy.
 
-use super::Stamp;
+use super::{RedisStamp, Stamp};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -42,36 +47,74 @@ pub enum RedisFailure {
     BadTag,
 }
 
+// The clock is a hash: its value (`n`) and its epoch (`e`), so that losing
+// one loses the other. Each script takes a fresh random epoch; one that
+// finds no clock (first use, or Redis lost its data) starts a new one at
+// zero in that epoch. Epochs travel as strings: Lua numbers cannot hold
+// every u64.
+
 const GET_SCRIPT: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then epoch = ARGV[3]; redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0) end
 local clock = -1
-if ARGV[2] == '1' then clock = tonumber(redis.call('GET', KEYS[2]) or '0') end
-local e = redis.call('HMGET', KEYS[1], 'v', 't', 's')
-if not e[1] then return {0, '', clock} end
+if ARGV[2] == '1' then clock = tonumber(redis.call('HGET', KEYS[2], 'n') or '0') end
+local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p')
+if not e[1] then return {0, '', clock, epoch} end
+if e[4] ~= epoch then
+  redis.call('DEL', KEYS[1])
+  return {0, '', clock, epoch}
+end
 local stamp = tonumber(e[3])
 for tag in string.gmatch(e[2], '[^\n]+') do
   local at = tonumber(redis.call('GET', ARGV[1] .. tag) or '0')
   if at > stamp then
     redis.call('DEL', KEYS[1])
-    return {0, '', clock}
+    return {0, '', clock, epoch}
   end
 end
-return {1, e[1], clock}
+return {1, e[1], clock, epoch}
 ";
 
+const CLOCK_SCRIPT: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then epoch = ARGV[1]; redis.call('HSET', KEYS[1], 'e', epoch, 'n', 0) end
+return {tonumber(redis.call('HGET', KEYS[1], 'n') or '0'), epoch}
+";
+
+// Stores nothing (and keeps what is there) when the stamp is of another
+// epoch, or older than an invalidation of one of the tags: such an entry
+// could never be read.
 const SET_SCRIPT: &str = r"
-local stamp = ARGV[4]
-if stamp == '' then stamp = redis.call('GET', KEYS[2]) or '0' end
+if redis.call('HGET', KEYS[2], 'e') ~= ARGV[5] then return 0 end
+local stamp = tonumber(ARGV[4])
+for tag in string.gmatch(ARGV[3], '[^\n]+') do
+  if tonumber(redis.call('GET', ARGV[6] .. tag) or '0') > stamp then return 0 end
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', stamp)
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4], 'p', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
 const INVALIDATE_SCRIPT: &str = r"
-local now = redis.call('INCR', KEYS[1])
-for i = 2, #ARGV do redis.call('SET', ARGV[1] .. ARGV[i], now) end
+if not redis.call('HGET', KEYS[1], 'e') then redis.call('HSET', KEYS[1], 'e', ARGV[2], 'n', 0) end
+local now = redis.call('HINCRBY', KEYS[1], 'n', 1)
+for i = 3, #ARGV do redis.call('SET', ARGV[1] .. ARGV[i], now) end
 return now
 ";
+
+/// A fresh epoch, in case the script finds none.
+fn fresh_epoch() -> String {
+    // Without the OS's randomness (it does not fail on supported systems),
+    // the time still differs from every earlier epoch of this prefix.
+    getrandom::u64()
+        .unwrap_or_else(|_| crate::now_ms() as u64)
+        .to_string()
+}
+
+fn parse_epoch(epoch: &str) -> u64 {
+    epoch.parse().unwrap_or(0)
+}
 
 /// Redis through a `ConnectionManager` (which reconnects by itself once it
 /// has connected); until the first connection succeeds, `connect` must be
@@ -84,6 +127,7 @@ pub struct RedisCache {
     /// The connection, once made.
     manager: ArcSwapOption<ConnectionManager>,
     get: redis::Script,
+    clock: redis::Script,
     set: redis::Script,
     invalidate: redis::Script,
 }
@@ -96,6 +140,7 @@ impl RedisCache {
             settings,
             manager: ArcSwapOption::empty(),
             get: redis::Script::new(GET_SCRIPT),
+            clock: redis::Script::new(CLOCK_SCRIPT),
             set: redis::Script::new(SET_SCRIPT),
             invalidate: redis::Script::new(INVALIDATE_SCRIPT),
         })
@@ -155,32 +200,56 @@ impl RedisCache {
         Ok(())
     }
 
-    /// The value under `key` if valid; fills in `stamp.redis` if unset.
+    fn clock_key(&self) -> String {
+        format!("{}clocks", self.settings.prefix)
+    }
+
+    /// The value under `key` if valid; fills in `stamp.redis` if unset and
+    /// `stamp` is not sealed.
     pub async fn get(&self, key: &str, stamp: &mut Stamp) -> Result<Option<Vec<u8>>, RedisFailure> {
         let mut conn = self.connection()?;
+        let wants_clock = stamp.redis.is_none() && !stamp.sealed;
         let mut invocation = self.get.prepare_invoke();
         invocation
             .key(self.key("e", key))
-            .key(format!("{}clock", self.settings.prefix))
+            .key(self.clock_key())
             .arg(self.key("tag", ""))
-            .arg(if stamp.redis.is_none() { "1" } else { "0" });
-        let (found, value, clock): (i64, Vec<u8>, i64) =
+            .arg(if wants_clock { "1" } else { "0" })
+            .arg(fresh_epoch());
+        let (found, value, clock, epoch): (i64, Vec<u8>, i64, String) =
             self.timed(invocation.invoke_async(&mut conn)).await?;
-        if stamp.redis.is_none() {
-            stamp.redis = Some(u64::try_from(clock).unwrap_or(0));
+        if wants_clock {
+            stamp.redis = Some(RedisStamp {
+                epoch: parse_epoch(&epoch),
+                clock: u64::try_from(clock).unwrap_or(0),
+            });
         }
         Ok((found == 1).then_some(value))
     }
 
+    /// The clock and its epoch now.
+    pub async fn stamp(&self) -> Result<RedisStamp, RedisFailure> {
+        let mut conn = self.connection()?;
+        let mut invocation = self.clock.prepare_invoke();
+        invocation.key(self.clock_key()).arg(fresh_epoch());
+        let (clock, epoch): (i64, String) = self.timed(invocation.invoke_async(&mut conn)).await?;
+        Ok(RedisStamp {
+            epoch: parse_epoch(&epoch),
+            clock: u64::try_from(clock).unwrap_or(0),
+        })
+    }
+
     /// Stores `value` under `key` for `ttl` with `tags`, as of `stamp`.
+    /// Returns whether it was stored: not when `stamp` is of an earlier
+    /// epoch or one of the tags was invalidated after it.
     pub async fn set(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
         tags: &[String],
-        stamp: &Stamp,
-    ) -> Result<(), RedisFailure> {
+        stamp: RedisStamp,
+    ) -> Result<bool, RedisFailure> {
         if tags.iter().any(|t| t.contains('\n')) {
             return Err(RedisFailure::BadTag);
         }
@@ -188,14 +257,17 @@ impl RedisCache {
         let mut invocation = self.set.prepare_invoke();
         invocation
             .key(self.key("e", key))
-            .key(format!("{}clock", self.settings.prefix))
+            .key(self.clock_key())
             .arg(ttl.as_millis().max(1) as u64)
             .arg(value)
             .arg(tags.join("\n"))
-            .arg(stamp.redis.map(|s| s.to_string()).unwrap_or_default());
-        self.timed(invocation.invoke_async::<i64>(&mut conn))
+            .arg(stamp.clock)
+            .arg(stamp.epoch.to_string())
+            .arg(self.key("tag", ""));
+        let stored = self
+            .timed(invocation.invoke_async::<i64>(&mut conn))
             .await?;
-        Ok(())
+        Ok(stored == 1)
     }
 
     /// Removes `key`.
@@ -218,8 +290,9 @@ impl RedisCache {
         let mut conn = self.connection()?;
         let mut invocation = self.invalidate.prepare_invoke();
         invocation
-            .key(format!("{}clock", self.settings.prefix))
-            .arg(self.key("tag", ""));
+            .key(self.clock_key())
+            .arg(self.key("tag", ""))
+            .arg(fresh_epoch());
         for tag in tags {
             invocation.arg(tag);
         }

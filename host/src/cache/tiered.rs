@@ -185,6 +185,9 @@ impl Cache for TieredCache {
     async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
         let inner = &self.inner;
         let endpoint = endpoint_of(key);
+        // The memory tier's clock too, whichever tier answers: a `set` that
+        // falls to the memory tier needs it from before the data was read.
+        inner.memory.stamp(stamp).await;
         if let Some(redis) = inner.redis_for(endpoint).await {
             match redis.get(key, stamp).await {
                 Ok(value) => {
@@ -210,12 +213,40 @@ impl Cache for TieredCache {
         value
     }
 
+    async fn stamp(&self, stamp: &mut Stamp) {
+        let inner = &self.inner;
+        inner.memory.stamp(stamp).await;
+        if stamp.redis.is_some() || stamp.sealed {
+            return;
+        }
+        if let Some(redis) = inner.redis_for("stamp").await {
+            match redis.stamp().await {
+                Ok(clock) => {
+                    inner.succeeded();
+                    stamp.redis = Some(clock);
+                }
+                Err(e) => inner.failed("stamp", &e),
+            }
+        }
+    }
+
+    /// Stores in Redis if it is up and `stamp` has its clock; else in the
+    /// memory tier if Redis is down; else nowhere (the value was read
+    /// while Redis was away, so nothing proves it newer than Redis's
+    /// invalidations).
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
         let inner = &self.inner;
         let endpoint = endpoint_of(key);
-        if let Some(redis) = inner.redis_for(endpoint).await {
-            match redis.set(key, &value, ttl, tags, stamp).await {
-                Ok(()) => {
+        // Redis cannot hold a tag with a newline: such an entry lives in the
+        // memory tier, as while Redis is out, without counting as a Redis
+        // failure (one component's tags must not open the breaker for all).
+        let redis_can_hold = !tags.iter().any(|t| t.contains('\n'));
+        if redis_can_hold && let Some(redis) = inner.redis_for(endpoint).await {
+            let Some(clock) = stamp.redis else {
+                return;
+            };
+            match redis.set(key, &value, ttl, tags, clock).await {
+                Ok(_stored) => {
                     inner.succeeded();
                     return;
                 }

@@ -7,9 +7,10 @@
 //! queries, instead of N. This is invisible to components: `cache.get`
 //! simply takes longer to answer for a waiter, and answers with the value.
 //!
-//! A waiter gives up after [`MAX_WAIT`] (or its own deadline, if sooner)
-//! and computes the value itself, so a slow or failed filler only delays the
-//! others, never fails them.
+//! A waiter gives up after [`MAX_WAIT`], or half of what is left of its
+//! deadline if that is sooner, and computes the value itself, so a slow or
+//! failed filler only delays the others, never makes them miss their
+//! deadline.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,7 +11,7 @@ use crate::cache::Stamp;
 use crate::db as hostdb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -43,6 +43,8 @@ pub(crate) struct Invocation {
     limits: Limits,
     /// The cache's invalidation clocks as this request first saw them.
     stamp: Stamp,
+    /// When the request's deadline passes.
+    expires: Instant,
     /// Keys being computed by some request now.
     flights: Arc<Flights>,
     /// The keys this request missed first and so computes; dropped (waking
@@ -136,8 +138,10 @@ impl Invocation {
         capabilities: Capabilities,
         flights: Arc<Flights>,
         memory_limit: usize,
+        expires: Instant,
     ) -> Self {
         Self {
+            expires,
             component: component.to_string(),
             namespace,
             capabilities,
@@ -203,9 +207,48 @@ impl WasiView for Invocation {
 impl types::Host for Invocation {}
 
 impl cache::Host for Invocation {
-    /// A miss on a key another request is computing waits for that request
-    /// and reads again (see `flights`): concurrent misses compute once.
+    /// Concurrent misses on one key compute once (see `get_coalesced`).
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        let value = self.get_coalesced(key).await;
+        if value.is_some() {
+            // Data read: no clock read after this may stamp what follows.
+            self.stamp.seal();
+        }
+        value
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
+        // Not sealed: the request has read no data yet, so every tier's
+        // clock of now is older than anything the value comes from.
+        if !self.stamp.sealed {
+            self.capabilities.cache.stamp(&mut self.stamp).await;
+        }
+        let key = self.scoped(&key);
+        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
+        let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        self.capabilities
+            .cache
+            .set(&key, value, ttl, &tags, &self.stamp)
+            .await;
+        // Stored: wake whoever waits for it.
+        self.filling.retain(|g| g.key() != key);
+    }
+
+    async fn delete(&mut self, key: String) {
+        let key = self.scoped(&key);
+        self.capabilities.cache.delete(&key).await;
+    }
+
+    async fn invalidate_tags(&mut self, tags: Vec<String>) {
+        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
+        self.capabilities.cache.invalidate_tags(&tags).await;
+    }
+}
+
+impl Invocation {
+    /// `cache.get`, coalescing misses: a miss on a key another request is
+    /// computing waits for that request and reads again (see `flights`).
+    async fn get_coalesced(&mut self, key: String) -> Option<Vec<u8>> {
         let key = self.scoped(&key);
         let cache = &self.capabilities.cache;
         let fills_seen = self.flights.completed();
@@ -230,7 +273,11 @@ impl cache::Host for Invocation {
                 None
             }
             Miss::Wait(receiver) => {
-                flights::wait(receiver, flights::MAX_WAIT).await;
+                // At most half of what is left of the deadline, so that
+                // after a filler that never stores the value this request
+                // still has time to compute it itself.
+                let left = self.expires.saturating_duration_since(Instant::now());
+                flights::wait(receiver, flights::MAX_WAIT.min(left / 2)).await;
                 let value = cache.get(&key, &mut self.stamp).await;
                 if value.is_none()
                     && let Miss::Fill(guard) = self.flights.miss(&key)
@@ -242,26 +289,14 @@ impl cache::Host for Invocation {
         }
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
-        let key = self.scoped(&key);
-        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
-        let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
-        self.capabilities
-            .cache
-            .set(&key, value, ttl, &tags, &self.stamp)
-            .await;
-        // Stored: wake whoever waits for it.
-        self.filling.retain(|g| g.key() != key);
-    }
-
-    async fn delete(&mut self, key: String) {
-        let key = self.scoped(&key);
-        self.capabilities.cache.delete(&key).await;
-    }
-
-    async fn invalidate_tags(&mut self, tags: Vec<String>) {
-        let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
-        self.capabilities.cache.invalidate_tags(&tags).await;
+    /// Before the request's first database call: completes the stamp with
+    /// every tier's clock and seals it, so that each clock an entry of this
+    /// request carries was read before its data.
+    async fn before_reading_data(&mut self) {
+        if !self.stamp.sealed {
+            self.capabilities.cache.stamp(&mut self.stamp).await;
+            self.stamp.seal();
+        }
     }
 }
 
@@ -271,11 +306,13 @@ impl db::Host for Invocation {
         sql: String,
         params: Vec<db::Value>,
     ) -> Result<db::Rows, db::DbError> {
+        self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
         Ok(self.capabilities.db.query(&sql, &params).await?.into())
     }
 
     async fn execute(&mut self, sql: String, params: Vec<db::Value>) -> Result<u64, db::DbError> {
+        self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
         Ok(self.capabilities.db.execute(&sql, &params).await?)
     }
@@ -284,6 +321,7 @@ impl db::Host for Invocation {
         &mut self,
         statements: Vec<db::Statement>,
     ) -> Result<Vec<db::Rows>, db::DbError> {
+        self.before_reading_data().await;
         let statements: Vec<hostdb::Statement> = statements
             .into_iter()
             .map(|s| hostdb::Statement {

@@ -180,6 +180,7 @@ impl Runtime {
         request: Request,
     ) -> Result<Response, InvokeError> {
         let deadline = self.sandbox.deadline;
+        let expires = Instant::now() + deadline;
         let mut store = Store::new(
             &self.engine,
             Invocation::new(
@@ -188,10 +189,10 @@ impl Runtime {
                 self.capabilities.clone(),
                 self.flights.clone(),
                 self.sandbox.memory_limit,
+                expires,
             ),
         );
         store.limiter(|s| s.limits());
-        let expires = Instant::now() + deadline;
         let busy = self.busy.clone();
         store.set_epoch_deadline(1);
         // Every tick a running instance yields its worker thread. Once it
