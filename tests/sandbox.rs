@@ -292,3 +292,60 @@ async fn a_request_waiting_on_a_stuck_fill_still_answers_within_its_deadline() {
     );
     assert_eq!(filler.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
 }
+
+/// The contract is versioned, and a component built against the old one
+/// (`legacy-v010`, on `marketplace:host@0.1.0`) loads and runs unchanged
+/// beside the product's: its database reads and 0.1.0-shaped transactions,
+/// its cache reads, writes and tag invalidations, and its logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_against_contract_0_1_0_still_serves() {
+    // A component's imports are named by strings in its binary: this proves
+    // the test exercises the old contract and not, after someone moves the
+    // component along, the current one.
+    let wasm = std::fs::read(support::components_dir().join("legacy_v010.wasm"))
+        .expect("legacy_v010.wasm is built");
+    let holds = |s: &str| wasm.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(holds("marketplace:host/db@0.1.0"), "imports db@0.1.0");
+    assert!(!holds("marketplace:host/db@0.2.0"), "imports no db@0.2.0");
+
+    let mut routes = support::DEFAULT_ROUTES.to_vec();
+    routes.push(("legacy-v010", "legacy_v010.wasm", &["/legacy"]));
+    let h = host_with(sandbox(), host::http::HttpLimits::default(), &routes).await;
+    let expected = serde_json::json!({ "categories": [
+        "coding", "customer-support", "data-analysis", "design", "devops", "finance",
+        "marketing", "productivity", "research", "sales", "security", "writing",
+    ] });
+
+    let (first, first_body) = get(&h.app, "/legacy/read").await;
+    assert_eq!(
+        first.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&first_body)
+    );
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    assert_eq!(json(&first_body), expected);
+
+    let (second, second_body) = get(&h.app, "/legacy/read").await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second_body, first_body);
+
+    let (write, write_body) = get(&h.app, "/legacy/write?slug=coding").await;
+    assert_eq!(
+        write.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&write_body)
+    );
+    assert_eq!(json(&write_body), serde_json::json!({ "ok": true }));
+
+    // The tag invalidation of the 0.1.0 component took effect.
+    let (third, third_body) = get(&h.app, "/legacy/read").await;
+    assert_eq!(third.status(), StatusCode::OK);
+    assert_eq!(third.headers()["x-cache"], "MISS");
+    assert_eq!(json(&third_body), expected);
+
+    let (logged, _) = get(&h.app, "/legacy/log").await;
+    assert_eq!(logged.status(), StatusCode::NO_CONTENT);
+}

@@ -10,7 +10,7 @@
 //! client retrying after a lost response also repairs a lost invalidation.
 
 use guest::{
-    Request, Response, RowView, Value, cache, db, db_error, invalid_field, json, new_id, not_found,
+    Request, Response, RowView, Value, db, db_error, invalid_field, json, new_id, not_found,
     now_ms, rfc3339, write_request,
 };
 use serde::Deserialize;
@@ -76,7 +76,18 @@ pub fn install(req: &Request, agent_id: &str) -> Response {
             params: pair,
         },
     ];
-    let results = match db::transaction(&statements) {
+    // Everything an install changes that a read may have cached; the host
+    // invalidates them once the transaction commits, on a repeat install
+    // too (nothing changed then, but a retry so repairs an invalidation a
+    // crash may have lost).
+    let tags = [
+        "agents".to_string(),
+        format!("agent:{agent_id}"),
+        "trending".to_string(),
+        "featured".to_string(),
+        "categories".to_string(),
+    ];
+    let results = match db::transaction(&statements, &tags) {
         Ok(r) => r,
         Err(e) => return db_error(&e),
     };
@@ -99,13 +110,5 @@ pub fn install(req: &Request, agent_id: &str) -> Response {
         return not_found(&format!("no agent with id `{agent_id}`"));
     };
 
-    let tags = [
-        "agents".to_string(),
-        format!("agent:{agent_id}"),
-        "trending".to_string(),
-        "featured".to_string(),
-        "categories".to_string(),
-    ];
-    cache::invalidate_tags(&tags);
     json(if created { 201 } else { 200 }, &row)
 }

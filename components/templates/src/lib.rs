@@ -6,9 +6,9 @@
 //!   invalidates `templates`.
 
 use guest::{
-    Filter, Handler, Key, Query, Request, Response, RowView, Ttl, Value, cache, conditional, db,
-    db_error, invalid_field, json, method_not_allowed, new_id, not_found, now_ms, or_db_error,
-    page_json, with_cache, write_request,
+    Filter, Handler, Key, Query, Request, Response, RowView, Ttl, Value, conditional, db, db_error,
+    invalid_field, json, method_not_allowed, new_id, not_found, now_ms, or_db_error, page_json,
+    with_cache, write_request,
 };
 use serde::{Deserialize, Serialize};
 
@@ -288,12 +288,12 @@ fn create(req: &Request) -> Response {
     let steps = serde_json::to_string(&new.steps).unwrap_or_else(|_| "[]".into());
     let tags: Vec<&str> = new.tags.iter().map(|t| t.trim()).collect();
     let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
-    let inserted = db::query(
-        &format!(
+    let insert = db::Statement {
+        sql: format!(
             "INSERT INTO workflow_templates ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
         ),
-        &[
+        params: vec![
             Value::Text(id),
             Value::Text(new.name.trim().to_string()),
             Value::Text(new.description.trim().to_string()),
@@ -305,15 +305,13 @@ fn create(req: &Request) -> Response {
             Value::Text(principal.user_id.clone()),
             Value::Int(now),
         ],
-    );
-    match inserted {
-        Ok(rows) => {
-            cache::invalidate_tags(&["templates".to_string()]);
-            match RowView::all(&rows).next() {
-                Some(r) => json(201, &serde_json::json!({ "template": template(&r) })),
-                None => guest::error(500, "internal", "internal error"),
-            }
-        }
+    };
+    // The host invalidates every listing once the insert commits.
+    match db::transaction(&[insert], &["templates".to_string()]) {
+        Ok(results) => match results.first().and_then(|rows| RowView::all(rows).next()) {
+            Some(r) => json(201, &serde_json::json!({ "template": template(&r) })),
+            None => guest::error(500, "internal", "internal error"),
+        },
         Err(e) => db_error(&e),
     }
 }

@@ -317,9 +317,12 @@ impl db::Host for Invocation {
         Ok(self.capabilities.db.execute(&sql, &params).await?)
     }
 
+    /// Runs the transaction; once it has committed, invalidates
+    /// `invalidates` (in the component's namespace) before answering.
     async fn transaction(
         &mut self,
         statements: Vec<db::Statement>,
+        invalidates: Vec<String>,
     ) -> Result<Vec<db::Rows>, db::DbError> {
         self.before_reading_data().await;
         let statements: Vec<hostdb::Statement> = statements
@@ -330,6 +333,10 @@ impl db::Host for Invocation {
             })
             .collect();
         let results = self.capabilities.db.transaction(&statements).await?;
+        if !invalidates.is_empty() {
+            let tags: Vec<String> = invalidates.iter().map(|t| self.scoped(t)).collect();
+            self.capabilities.cache.invalidate_tags(&tags).await;
+        }
         Ok(results.into_iter().map(Into::into).collect())
     }
 }

@@ -25,6 +25,7 @@ mod config;
 pub mod flights;
 mod invocation;
 mod types;
+mod v010;
 mod wasi;
 
 pub use config::{
@@ -111,6 +112,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)?;
         bindings::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
+        bindings::v010::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
