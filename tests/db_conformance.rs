@@ -433,3 +433,106 @@ async fn an_unreachable_postgres_is_unavailable() {
     let result = db.components.query("SELECT 1 AS one", &[]).await;
     assert!(matches!(result, Err(DbError::Unavailable(_))), "{result:?}");
 }
+
+/// Both views of a migrated database of each engine: (engine, host view,
+/// components' view, what keeps it alive).
+async fn both_views() -> Vec<(Engine, host::db::Databases, Box<dyn Any + Send>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("views.db").display());
+    let sqlite = host::db::connect(&url, &DbOptions::default())
+        .await
+        .expect("SQLite opens");
+    sqlite.host.migrate().await.expect("SQLite migrates");
+    let mut all: Vec<(Engine, host::db::Databases, Box<dyn Any + Send>)> =
+        vec![(Engine::Sqlite, sqlite, Box::new(dir))];
+    if let Some(schema) = support::postgres::fresh_schema().await {
+        let pg = host::db::connect(&schema.url, &DbOptions::default())
+            .await
+            .expect("Postgres pool");
+        pg.host.migrate().await.expect("Postgres migrates");
+        all.push((Engine::Postgres, pg, Box::new(schema)));
+    }
+    all
+}
+
+async fn outbox(db: &dyn Database) -> Vec<(String, String)> {
+    let rows = db
+        .query("SELECT id, tags FROM cache_outbox ORDER BY created_at", &[])
+        .await
+        .unwrap();
+    rows.rows
+        .into_iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Value::Text(id), Value::Text(tags)) => (id.clone(), tags.clone()),
+            other => panic!("an outbox row of text: {other:?}"),
+        })
+        .collect()
+}
+
+// A component's transaction that names tags records them in the outbox in
+// that same transaction: with its writes, or not at all. The component
+// itself can neither read nor write the outbox.
+#[tokio::test]
+async fn an_invalidation_is_recorded_with_its_transaction_or_not_at_all() {
+    for (engine, views, _guard) in both_views().await {
+        views
+            .host
+            .execute(
+                "INSERT INTO categories (id, slug, name, description) VALUES ('c1', 'one', 'One', '')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let rename = |name: &str| Statement {
+            sql: "UPDATE categories SET name = $1 WHERE id = 'c1'".into(),
+            params: vec![text(name)],
+        };
+        let invalidation = host::db::Invalidation::new(vec!["ns/categories".into()]);
+        views
+            .components
+            .transaction_invalidating(&[rename("Two")], &invalidation)
+            .await
+            .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        assert_eq!(
+            outbox(views.host.as_ref()).await,
+            vec![(invalidation.id.clone(), r#"["ns/categories"]"#.to_string())],
+            "{engine:?}"
+        );
+
+        // A failing statement: neither the rename nor the record is kept.
+        let failing = Statement {
+            sql:
+                "INSERT INTO categories (id, slug, name, description) VALUES ('c1', 'dup', 'x', '')"
+                    .into(),
+            params: vec![],
+        };
+        let lost = host::db::Invalidation::new(vec!["ns/categories".into()]);
+        let result = views
+            .components
+            .transaction_invalidating(&[rename("Three"), failing], &lost)
+            .await;
+        assert!(
+            matches!(result, Err(DbError::Constraint(_))),
+            "{engine:?}: {result:?}"
+        );
+        assert_eq!(outbox(views.host.as_ref()).await.len(), 1, "{engine:?}");
+        let name = views
+            .host
+            .query("SELECT name FROM categories WHERE id = 'c1'", &[])
+            .await
+            .unwrap();
+        assert_eq!(single(&name), &[text("Two")], "{engine:?}");
+
+        for sql in [
+            "SELECT id FROM cache_outbox",
+            "INSERT INTO cache_outbox (id, tags, created_at) VALUES ('x', '[]', 0)",
+            "DELETE FROM cache_outbox",
+        ] {
+            let result = views.components.query(sql, &[]).await;
+            assert!(
+                matches!(result, Err(DbError::Refused(_))),
+                "{engine:?}: {sql}: {result:?}"
+            );
+        }
+    }
+}

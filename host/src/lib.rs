@@ -26,6 +26,7 @@ mod files;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod relay;
 pub mod request;
 pub mod routes;
 pub mod runtime;
@@ -105,20 +106,23 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     }
     let mut reported = prometheus_client::registry::Registry::default();
     let statements = db::Counted::counter(&mut reported);
-    let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate, statements.clone()));
+    let db: Arc<dyn db::Database> = Arc::new(db::Counted::new(gate.clone(), statements.clone()));
     let component_db: Arc<dyn db::Database> =
         Arc::new(db::Counted::new(component_gate, statements));
     let cache_metrics = Arc::new(cache::CacheMetrics::default());
     cache_metrics.register(&mut reported);
+    // Uncounted: `marketplace_db_statements_total` counts what requests run.
+    let relay = relay::Relay::new(gate, &mut reported);
     let metrics = Arc::new(metrics::Metrics::new(reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
-    let cache: Arc<dyn cache::Cache> = match &settings.redis {
-        None => Arc::new(cache::TieredCache::memory_only(memory, cache_metrics)),
+    let cache = Arc::new(match &settings.redis {
+        None => cache::TieredCache::memory_only(memory, cache_metrics),
         Some(redis) => {
             let redis = cache::RedisCache::new(redis.clone())?;
-            Arc::new(cache::TieredCache::with_redis(memory, redis, cache_metrics).await)
+            cache::TieredCache::with_redis(memory, redis, cache_metrics).await
         }
-    };
+    });
+    relay.spawn(&cache);
     let capabilities = runtime::Capabilities {
         cache,
         db: component_db,

@@ -14,7 +14,9 @@
 //! `db::guard`) fails with the host's `Refused` error.
 
 use async_trait::async_trait;
-use host::db::{Database, DbError, DbOptions, Rows, SqliteDatabase, Statement, Value};
+use host::db::{
+    Database, DbError, DbOptions, Invalidation, Rows, SqliteDatabase, Statement, Value,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -336,6 +338,26 @@ impl Database for FakeDb {
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
+        self.transaction_with(statements, None).await
+    }
+
+    /// The invalidation is the host's business, not the component's: it is
+    /// not recorded as a call, and only the in-memory database keeps it.
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.transaction_with(statements, Some(invalidation)).await
+    }
+}
+
+impl FakeDb {
+    async fn transaction_with(
+        &self,
+        statements: &[Statement],
+        invalidation: Option<&Invalidation>,
+    ) -> Result<Vec<Rows>, DbError> {
         let mut scripted = Vec::with_capacity(statements.len());
         let mut failure = None;
         for (i, s) in statements.iter().enumerate() {
@@ -352,9 +374,12 @@ impl Database for FakeDb {
         if let Some(e) = failure {
             return Err(e);
         }
-        match self.mode.as_ref() {
-            Mode::Sqlite(db) => db.transaction(statements).await,
-            Mode::Scripted => Ok(scripted),
+        match (self.mode.as_ref(), invalidation) {
+            (Mode::Sqlite(db), None) => db.transaction(statements).await,
+            (Mode::Sqlite(db), Some(invalidation)) => {
+                db.transaction_invalidating(statements, invalidation).await
+            }
+            (Mode::Scripted, _) => Ok(scripted),
         }
     }
 }

@@ -28,7 +28,8 @@
 //! **Invariant:** a stamp never lies. An entry is stored in a tier only
 //! with that tier's clock as it was before the request read its data: a
 //! tier whose clock the stamp lacks (it was unreachable then) is skipped,
-//! never stamped with its clock of now. Redis's clock also carries an
+//! never stamped with its clock of now (a value read while Redis was away
+//! goes to the memory tier, whose clock every request reads first). Redis's clock also carries an
 //! *epoch*, a random value drawn again whenever Redis has lost its clock (a
 //! restart without persistence, a flush): a stamp of another epoch stores
 //! nothing, so a clock that starts again from zero cannot make an older

@@ -96,6 +96,40 @@ impl TieredCache {
         Self { inner }
     }
 
+    /// Invalidates `tags` in every tier, for the outbox relay. Returns
+    /// whether the shared tier has it: Redis took it, or there is no Redis.
+    /// Unlike `invalidate_tags`, nothing is kept pending here: the outbox
+    /// row stays undelivered instead.
+    /// The memory tier takes it too if `to_memory`.
+    pub async fn deliver(&self, tags: &[String], to_memory: bool) -> bool {
+        let inner = &self.inner;
+        if to_memory {
+            self.deliver_to_memory(tags).await;
+        }
+        if inner.redis.is_none() {
+            return true;
+        }
+        let Some(redis) = inner.redis_for("tags").await else {
+            return false;
+        };
+        match redis.invalidate_tags(tags).await {
+            Ok(()) => {
+                inner.succeeded();
+                true
+            }
+            Err(e) => {
+                inner.failed("tags", &e);
+                false
+            }
+        }
+    }
+
+    /// Invalidates `tags` in the memory tier only (the relay, when Redis
+    /// cannot take them).
+    pub async fn deliver_to_memory(&self, tags: &[String]) {
+        self.inner.memory.invalidate_tags(tags).await;
+    }
+
     /// Whether operations go to Redis now.
     pub fn using_redis(&self) -> bool {
         self.inner.redis_ready().is_some()
@@ -230,10 +264,10 @@ impl Cache for TieredCache {
         }
     }
 
-    /// Stores in Redis if it is up and `stamp` has its clock; else in the
-    /// memory tier if Redis is down; else nowhere (the value was read
-    /// while Redis was away, so nothing proves it newer than Redis's
-    /// invalidations).
+    /// Stores in Redis if `stamp` has Redis's clock and Redis takes it;
+    /// else in the memory tier, as while Redis is out. A value read while
+    /// Redis was away never goes to Redis: nothing proves it newer than
+    /// Redis's invalidations of that time.
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
         let inner = &self.inner;
         let endpoint = endpoint_of(key);
@@ -241,10 +275,10 @@ impl Cache for TieredCache {
         // memory tier, as while Redis is out, without counting as a Redis
         // failure (one component's tags must not open the breaker for all).
         let redis_can_hold = !tags.iter().any(|t| t.contains('\n'));
-        if redis_can_hold && let Some(redis) = inner.redis_for(endpoint).await {
-            let Some(clock) = stamp.redis else {
-                return;
-            };
+        if redis_can_hold
+            && let Some(clock) = stamp.redis
+            && let Some(redis) = inner.redis_for(endpoint).await
+        {
             match redis.set(key, &value, ttl, tags, clock).await {
                 Ok(_stored) => {
                     inner.succeeded();

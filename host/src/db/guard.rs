@@ -19,7 +19,7 @@
 //! verdicts by SQL text: components send the same few statements again and
 //! again, and parsing is the costly part.
 
-use super::{Database, DbError, Rows, Statement, Value};
+use super::{Database, DbError, Invalidation, OUTBOX_TABLE, Rows, Statement, Value};
 use async_trait::async_trait;
 use sqlparser::ast::{self, Expr, ObjectName, SetExpr, Visit, Visitor};
 use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
@@ -245,6 +245,11 @@ impl Visitor for Policy {
                 "`{relation}` is a system catalog or function; components may use only the product's tables"
             ));
         }
+        if last_part(relation) == OUTBOX_TABLE {
+            return ControlFlow::Break(format!(
+                "`{relation}` is the host's; components may use only the product's tables"
+            ));
+        }
         ControlFlow::Continue(())
     }
 
@@ -370,6 +375,21 @@ impl Guarded {
     }
 }
 
+impl Guarded {
+    /// `admit` for each statement of a transaction, naming the one refused.
+    fn admit_all(&self, statements: &[Statement]) -> Result<(), DbError> {
+        for (i, s) in statements.iter().enumerate() {
+            self.admit(&s.sql).map_err(|e| match e {
+                DbError::Refused(reason) => {
+                    DbError::Refused(format!("statement {}: {reason}", i + 1))
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Database for Guarded {
     async fn migrate(&self) -> Result<(), DbError> {
@@ -387,15 +407,19 @@ impl Database for Guarded {
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
-        for (i, s) in statements.iter().enumerate() {
-            self.admit(&s.sql).map_err(|e| match e {
-                DbError::Refused(reason) => {
-                    DbError::Refused(format!("statement {}: {reason}", i + 1))
-                }
-                other => other,
-            })?;
-        }
+        self.admit_all(statements)?;
         self.inner.transaction(statements).await
+    }
+
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.admit_all(statements)?;
+        self.inner
+            .transaction_invalidating(statements, invalidation)
+            .await
     }
 }
 
@@ -418,6 +442,13 @@ mod tests {
             Ok(0)
         }
         async fn transaction(&self, _: &[Statement]) -> Result<Vec<Rows>, DbError> {
+            Ok(Vec::new())
+        }
+        async fn transaction_invalidating(
+            &self,
+            _: &[Statement],
+            _: &Invalidation,
+        ) -> Result<Vec<Rows>, DbError> {
             Ok(Vec::new())
         }
     }
@@ -520,6 +551,9 @@ mod tests {
                 "SELECT * FROM pg_catalog.pg_roles",
                 "SELECT * FROM information_schema.tables",
                 "SELECT name FROM sqlite_master",
+                "INSERT INTO cache_outbox (id, tags, created_at) VALUES ('x', '[]', 0)",
+                "DELETE FROM CACHE_OUTBOX",
+                "SELECT * FROM agents WHERE id IN (SELECT id FROM public.cache_outbox)",
                 "SELECT load_extension('/tmp/evil.so')",
                 "SELECT * FROM agents WHERE id IN (SELECT pg_sleep(10)::text)",
                 "SELECT * FROM ts_stat('SELECT set_config(''role'', ''none'', true)::tsvector')",

@@ -34,7 +34,62 @@ pub const COMPONENT_TABLES: &[&str] = &[
 /// The host's own tables, which component SQL may never touch: who may
 /// call the API and as whom. The PostgreSQL role's grants on them are
 /// revoked at every start.
-pub const HOST_TABLES: &[&str] = &["users", "workspaces", "workspace_members", "api_tokens"];
+pub const HOST_TABLES: &[&str] = &[
+    "users",
+    "workspaces",
+    "workspace_members",
+    "api_tokens",
+    OUTBOX_TABLE,
+];
+
+/// The invalidation outbox (see `Invalidation`): the host writes it in a
+/// component's transaction; component SQL may never name it.
+pub const OUTBOX_TABLE: &str = "cache_outbox";
+
+/// How the host records an `Invalidation`, in the transaction of its write.
+const RECORD_INVALIDATION: &str =
+    "INSERT INTO cache_outbox (id, tags, created_at) VALUES ($1, $2, $3)";
+
+/// Cache tags a write makes stale, recorded in the outbox in the write's
+/// own transaction: committed together with the write, or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalidation {
+    /// Unique per write.
+    pub id: String,
+    /// The tags, as the cache names them (namespaced).
+    pub tags: Vec<String>,
+    /// When it was recorded, in epoch milliseconds.
+    pub at_ms: i64,
+}
+
+impl Invalidation {
+    /// A new invalidation of `tags`, now.
+    pub fn new(tags: Vec<String>) -> Self {
+        // 128 random bits; without the OS's randomness (it does not fail on
+        // supported systems), the time and a counter still tell writes apart.
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let at_ms = crate::now_ms();
+        let random = |fallback: u64| getrandom::u64().unwrap_or(fallback);
+        let id = format!(
+            "{:016x}{:016x}",
+            random(at_ms as u64),
+            random(COUNT.fetch_add(1, Ordering::Relaxed))
+        );
+        Self { id, tags, at_ms }
+    }
+
+    /// The statement that records it.
+    pub(crate) fn statement(&self) -> Statement {
+        Statement {
+            sql: RECORD_INVALIDATION.to_string(),
+            params: vec![
+                Value::Text(self.id.clone()),
+                Value::Text(serde_json::to_string(&self.tags).unwrap_or_else(|_| "[]".into())),
+                Value::Int(self.at_ms),
+            ],
+        }
+    }
+}
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -282,6 +337,14 @@ pub trait Database: Send + Sync + 'static {
     /// Runs `statements` in one transaction, all or nothing; returns each
     /// statement's rows.
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError>;
+
+    /// `transaction`, recording `invalidation` in the outbox in that same
+    /// transaction (as the host, whichever view runs the statements).
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError>;
 }
 
 /// The database as the host sees it and as components see it.
@@ -393,6 +456,17 @@ impl Database for Gate {
         self.check()?;
         self.inner.transaction(statements).await
     }
+
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.check()?;
+        self.inner
+            .transaction_invalidating(statements, invalidation)
+            .await
+    }
 }
 
 /// A database that counts every statement reaching it (a transaction counts
@@ -444,5 +518,16 @@ impl Database for Counted {
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
         self.statements.inc_by(statements.len() as u64);
         self.inner.transaction(statements).await
+    }
+
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.statements.inc_by(statements.len() as u64 + 1);
+        self.inner
+            .transaction_invalidating(statements, invalidation)
+            .await
     }
 }

@@ -6,7 +6,7 @@
 //! type with no faithful `Value` (NUMERIC, UUID, arrays, …) is an `other`
 //! error naming the column, so that component SQL casts it explicitly.
 
-use super::{Database, DbError, DbOptions, Leased, Rows, Statement, Value};
+use super::{Database, DbError, DbOptions, Invalidation, Leased, Rows, Statement, Value};
 use async_trait::async_trait;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -166,14 +166,25 @@ impl PostgresDatabase {
     /// the statements (each streamed within the caps, or run for their
     /// affected count), `COMMIT` or `ROLLBACK`, then the session reset.
     /// Returns each statement's rows and the rows affected in all.
+    ///
+    /// With `record` (the host's record of an invalidation), once the
+    /// statements have run: the role check, back to the host's role, then
+    /// `record`, all in the same transaction.
     async fn component_call(
         &self,
         statements: &[(&str, &[Value])],
         mode: Mode,
+        record: Option<&Statement>,
     ) -> Result<(Vec<Rows>, u64), DbError> {
         // Closed, not returned, if this future is dropped before the end.
         let mut conn = Leased::new(self.pool.acquire().await.map_err(classify)?);
-        let result = run_component_statements(&mut conn, statements, mode, &self.options).await;
+        let mut result = run_component_statements(&mut conn, statements, mode, &self.options).await;
+        let checked = result.is_ok() && record.is_some();
+        if let (Ok(_), Some(record)) = (&result, record)
+            && let Err(e) = record_as_host(&mut conn, record).await
+        {
+            result = Err(e);
+        }
         // A result cut off at its cap leaves rows in flight on the wire:
         // close that connection rather than drain it.
         if matches!(result, Err(DbError::TooLarge(_))) {
@@ -181,6 +192,7 @@ impl PostgresDatabase {
             return result;
         }
         let end = match result {
+            Ok(_) if checked => format!("COMMIT; {END_COMPONENT_CALL}"),
             Ok(_) => format!("{CHECK_ROLE}; COMMIT; {END_COMPONENT_CALL}"),
             Err(_) => format!("ROLLBACK; {END_COMPONENT_CALL}"),
         };
@@ -231,6 +243,21 @@ async fn run_component_statements(
         }
     }
     Ok((results, affected))
+}
+
+/// Within a component call whose statements have run: checks the role
+/// (as the commit would), returns to the host's role for the rest of the
+/// transaction, and runs `record`.
+async fn record_as_host(conn: &mut PgConnection, record: &Statement) -> Result<(), DbError> {
+    let leave = format!("{CHECK_ROLE}; SET LOCAL ROLE NONE");
+    sqlx::Executor::execute(&mut *conn, leave.as_str())
+        .await
+        .map_err(classify)?;
+    bind(&record.sql, &record.params)?
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(())
 }
 
 /// Streams one statement's rows within the caps.
@@ -389,7 +416,9 @@ impl Database for PostgresDatabase {
                 super::collect(stream, &self.options, decode_cell, classify).await
             }
             Role::Components => {
-                let (mut results, _) = self.component_call(&[(sql, params)], Mode::Fetch).await?;
+                let (mut results, _) = self
+                    .component_call(&[(sql, params)], Mode::Fetch, None)
+                    .await?;
                 Ok(results.pop().unwrap_or_default())
             }
         }
@@ -405,19 +434,42 @@ impl Database for PostgresDatabase {
                 Ok(done.rows_affected())
             }
             Role::Components => Ok(self
-                .component_call(&[(sql, params)], Mode::Execute)
+                .component_call(&[(sql, params)], Mode::Execute, None)
                 .await?
                 .1),
         }
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
+        self.transaction_recording(statements, None).await
+    }
+
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.transaction_recording(statements, Some(&invalidation.statement()))
+            .await
+    }
+}
+
+impl PostgresDatabase {
+    /// A transaction of `statements`, then of `record` if given.
+    async fn transaction_recording(
+        &self,
+        statements: &[Statement],
+        record: Option<&Statement>,
+    ) -> Result<Vec<Rows>, DbError> {
         match self.role {
             Role::Host => {
                 let mut tx = self.pool.begin().await.map_err(classify)?;
                 let mut results = Vec::with_capacity(statements.len());
                 for s in statements {
                     results.push(fetch_rows(&mut tx, &s.sql, &s.params, &self.options).await?);
+                }
+                if let Some(record) = record {
+                    fetch_rows(&mut tx, &record.sql, &record.params, &self.options).await?;
                 }
                 tx.commit().await.map_err(classify)?;
                 Ok(results)
@@ -427,7 +479,7 @@ impl Database for PostgresDatabase {
                     .iter()
                     .map(|s| (s.sql.as_str(), s.params.as_slice()))
                     .collect();
-                Ok(self.component_call(&calls, Mode::Fetch).await?.0)
+                Ok(self.component_call(&calls, Mode::Fetch, record).await?.0)
             }
         }
     }

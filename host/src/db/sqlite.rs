@@ -9,7 +9,9 @@
 //! declared `TIMESTAMP` or `DATETIME`; a `json` parameter is stored as text
 //! and reads back as `text`.
 
-use super::{Database, DbError, DbOptions, Leased, Rows, Statement, Value, sqlite_authorizer};
+use super::{
+    Database, DbError, DbOptions, Invalidation, Leased, Rows, Statement, Value, sqlite_authorizer,
+};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -229,10 +231,42 @@ impl Database for SqliteDatabase {
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
+        self.transaction_recording(statements, None).await
+    }
+
+    async fn transaction_invalidating(
+        &self,
+        statements: &[Statement],
+        invalidation: &Invalidation,
+    ) -> Result<Vec<Rows>, DbError> {
+        self.transaction_recording(statements, Some(invalidation))
+            .await
+    }
+}
+
+impl SqliteDatabase {
+    /// A transaction of `statements`, then of the record of `invalidation`.
+    async fn transaction_recording(
+        &self,
+        statements: &[Statement],
+        invalidation: Option<&Invalidation>,
+    ) -> Result<Vec<Rows>, DbError> {
         let (mut conn, deadline) = self.connection().await?;
+        let record = invalidation.map(Invalidation::statement);
         let result = match self.role {
-            Role::Host => self.host_transaction(&mut conn, statements).await,
-            Role::Components => self.component_transaction(&mut conn, statements).await,
+            Role::Host => {
+                let all: Vec<Statement> = statements.iter().cloned().chain(record).collect();
+                self.host_transaction(&mut conn, &all)
+                    .await
+                    .map(|mut rows| {
+                        rows.truncate(statements.len());
+                        rows
+                    })
+            }
+            Role::Components => {
+                self.component_transaction(&mut conn, statements, record.as_ref())
+                    .await
+            }
         };
         Self::finish(conn, deadline, result).await
     }
@@ -258,10 +292,14 @@ impl SqliteDatabase {
     /// A component's transaction: inside the host's secret savepoint, the
     /// only transaction control the authorizer allows. A failure rolls the
     /// savepoint back; `finish` closes the connection if even that failed.
+    /// `record`, the host's own statement (the authorizer lets component
+    /// connections insert into the outbox; `guard` refuses component SQL
+    /// that names it), runs last, inside the same savepoint.
     async fn component_transaction(
         &self,
         conn: &mut SqliteConnection,
         statements: &[Statement],
+        record: Option<&Statement>,
     ) -> Result<Vec<Rows>, DbError> {
         let name = sqlite_authorizer::savepoint();
         let begin = format!("SAVEPOINT {name}");
@@ -278,6 +316,12 @@ impl SqliteDatabase {
                     break;
                 }
             }
+        }
+        if let (Ok(()), Some(record)) = (&outcome, record) {
+            outcome = self
+                .fetch(conn, &record.sql, &record.params)
+                .await
+                .map(drop);
         }
         let end = match outcome {
             Ok(()) => format!("RELEASE {name}"),

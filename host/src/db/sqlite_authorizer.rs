@@ -15,7 +15,7 @@
 //! the schema, even by a bug elsewhere), a limit of zero attached
 //! databases, and a longest string or blob of the result byte cap.
 
-use super::COMPONENT_TABLES;
+use super::{COMPONENT_TABLES, OUTBOX_TABLE};
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::hash::{BuildHasher, Hasher};
@@ -123,7 +123,13 @@ unsafe extern "C" fn authorize(
                         table.eq_ignore_ascii_case(arg1) && column.eq_ignore_ascii_case(arg2)
                     }))
         }
-        ffi::SQLITE_INSERT | ffi::SQLITE_UPDATE | ffi::SQLITE_DELETE => product_table(arg1),
+        ffi::SQLITE_UPDATE | ffi::SQLITE_DELETE => product_table(arg1),
+        // The host records a component transaction's invalidation on the
+        // same connection, in the same savepoint. Components cannot: `guard`
+        // refuses SQL naming the outbox, and nothing here lets them read it.
+        ffi::SQLITE_INSERT => {
+            product_table(arg1) || (main && arg1.eq_ignore_ascii_case(OUTBOX_TABLE))
+        }
         ffi::SQLITE_FUNCTION => !REFUSED_FUNCTIONS
             .iter()
             .any(|f| f.eq_ignore_ascii_case(arg2)),

@@ -317,8 +317,9 @@ impl db::Host for Invocation {
         Ok(self.capabilities.db.execute(&sql, &params).await?)
     }
 
-    /// Runs the transaction; once it has committed, invalidates
-    /// `invalidates` (in the component's namespace) before answering.
+    /// Runs the transaction, recording `invalidates` (in the component's
+    /// namespace) in the outbox with it; once it has committed, invalidates
+    /// them before answering.
     async fn transaction(
         &mut self,
         statements: Vec<db::Statement>,
@@ -332,11 +333,23 @@ impl db::Host for Invocation {
                 params: s.params.into_iter().map(Into::into).collect(),
             })
             .collect();
-        let results = self.capabilities.db.transaction(&statements).await?;
-        if !invalidates.is_empty() {
-            let tags: Vec<String> = invalidates.iter().map(|t| self.scoped(t)).collect();
-            self.capabilities.cache.invalidate_tags(&tags).await;
+        if invalidates.is_empty() {
+            let results = self.capabilities.db.transaction(&statements).await?;
+            return Ok(results.into_iter().map(Into::into).collect());
         }
+        // Recorded in the outbox with the writes, so that a relay delivers
+        // it should this request not get to (see `crate::relay`).
+        let tags: Vec<String> = invalidates.iter().map(|t| self.scoped(t)).collect();
+        let invalidation = hostdb::Invalidation::new(tags);
+        let results = self
+            .capabilities
+            .db
+            .transaction_invalidating(&statements, &invalidation)
+            .await?;
+        self.capabilities
+            .cache
+            .invalidate_tags(&invalidation.tags)
+            .await;
         Ok(results.into_iter().map(Into::into).collect())
     }
 }

@@ -1,0 +1,85 @@
+//! Invalidation across hosts: a write on one host is never lost to the
+//! others, whichever host or channel fails after its commit.
+
+use super::{Fleet, details, eventually, install};
+
+// Host A cannot reach Redis when it writes, so its invalidation cannot be
+// told to Redis; then A dies. B and C must still stop serving the old
+// answer from Redis, without anything more from A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_host_cannot_reach_redis_and_then_dies_still_reaches_the_others() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let (a, a_redis) = fleet.host_behind_proxy().await;
+    let b = fleet.host().await;
+    let c = fleet.host().await;
+    let id = "agent-000007";
+    let (_, before) = details(&b.app, id).await;
+    assert_eq!(details(&b.app, id).await, ("HIT".into(), before));
+    assert_eq!(details(&c.app, id).await, ("HIT".into(), before));
+
+    a_redis.cut().await;
+    assert_eq!(install(&a.app, id).await, 201);
+    drop(a);
+
+    for (name, host) in [("B", &b), ("C", &c)] {
+        eventually(&format!("host {name} sees the install"), || async {
+            details(&host.app, id).await.1 == before + 1
+        })
+        .await;
+    }
+}
+
+// Nothing fails: B and C read Redis, which A's request told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_host_is_seen_on_the_others() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fleet.host().await;
+    let b = fleet.host().await;
+    let c = fleet.host().await;
+    let id = "agent-000011";
+    let (_, before) = details(&b.app, id).await;
+    assert_eq!(details(&c.app, id).await, ("HIT".into(), before));
+
+    assert_eq!(install(&a.app, id).await, 201);
+    assert_eq!(details(&a.app, id).await.1, before + 1, "on the writer");
+    for (name, host) in [("B", &b), ("C", &c)] {
+        eventually(&format!("host {name} sees the install"), || async {
+            details(&host.app, id).await.1 == before + 1
+        })
+        .await;
+    }
+}
+
+// Redis is down for every host: each serves from its memory tier, which
+// only its own relay can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_seen_on_every_host_while_redis_is_down_for_all() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let (a, a_redis) = fleet.host_behind_proxy().await;
+    let (b, b_redis) = fleet.host_behind_proxy().await;
+    let (c, c_redis) = fleet.host_behind_proxy().await;
+    for proxy in [&a_redis, &b_redis, &c_redis] {
+        proxy.cut().await;
+    }
+    let id = "agent-000012";
+    // Each host now caches the details in its memory tier.
+    let (_, before) = details(&b.app, id).await;
+    assert_eq!(details(&b.app, id).await, ("HIT".into(), before));
+    assert_eq!(details(&c.app, id).await.1, before);
+    assert_eq!(details(&c.app, id).await, ("HIT".into(), before));
+
+    assert_eq!(install(&a.app, id).await, 201);
+    assert_eq!(details(&a.app, id).await.1, before + 1, "on the writer");
+    for (name, host) in [("B", &b), ("C", &c)] {
+        eventually(&format!("host {name} sees the install"), || async {
+            details(&host.app, id).await.1 == before + 1
+        })
+        .await;
+    }
+}
