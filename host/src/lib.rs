@@ -112,7 +112,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     let cache_metrics = Arc::new(cache::CacheMetrics::default());
     cache_metrics.register(&mut reported);
     // Uncounted: `marketplace_db_statements_total` counts what requests run.
-    let relay = relay::Relay::new(gate, &mut reported);
+    let lag = relay::Lag::new(&mut reported);
+    let relay = relay::Relay::new(gate, lag.clone(), &mut reported);
     let metrics = Arc::new(metrics::Metrics::new(reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache = Arc::new(match &settings.redis {
@@ -123,6 +124,9 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
         }
     });
     relay.spawn(&cache);
+    if settings.database_url.starts_with("postgres") {
+        relay::listen(settings.database_url.clone(), &cache, lag);
+    }
     let capabilities = runtime::Capabilities {
         cache,
         db: component_db,

@@ -14,10 +14,16 @@
 //! take now stays undelivered until it can. Delivery is idempotent: bumping
 //! a tag's clock again only invalidates more. Delivered rows are deleted
 //! after `RETENTION`.
+//!
+//! On PostgreSQL the write's transaction also announces the tags
+//! (`pg_notify`, sent on commit), and every host `listen`s: its memory tier
+//! hears every write at once, whether or not its Redis is up. A lost
+//! listening connection flushes the memory tier when it is back.
 
 use crate::cache::TieredCache;
 use crate::db::{Database, DbError, Value};
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -31,12 +37,115 @@ const RETENTION: Duration = Duration::from_secs(600);
 /// Delivered rows are deleted every this many passes.
 const CLEAN_EVERY: u32 = 50;
 
+/// How long after a failed connection the listener tries again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Commit to applied, per host: what the relay and the listener observe.
+#[derive(Clone)]
+pub struct Lag(Histogram);
+
+impl Lag {
+    /// A histogram reported to `registry`.
+    pub fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+        // 1 ms to about 16 s.
+        let histogram = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "marketplace_invalidation_lag_seconds",
+            "From a write's invalidation being recorded to this host applying it (by notification or by the relay)",
+            histogram.clone(),
+        );
+        Self(histogram)
+    }
+
+    /// Records an invalidation recorded at `at_ms` and applied now.
+    fn observe(&self, at_ms: i64) {
+        let lag_ms = (crate::now_ms() - at_ms).max(0);
+        self.0.observe(lag_ms as f64 / 1000.0);
+    }
+}
+
+/// Listens for invalidation notices on PostgreSQL (`database_url`) and
+/// applies each to `cache`'s memory tier, until the cache is dropped. A
+/// host whose Redis is down so still hears every other host's writes at
+/// once; with Redis up it costs nothing but the notices. When the listening
+/// connection is lost, notices sent meanwhile are lost with it: the memory
+/// tier is flushed when it is back (the outbox covers Redis).
+pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
+    let cache = Arc::downgrade(cache);
+    tokio::spawn(async move {
+        // Until the first connection listens, notices are missed too.
+        let mut missed = true;
+        loop {
+            match listen_once(&database_url, &cache, &lag, &mut missed).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                }
+            }
+        }
+    });
+}
+
+/// One listening connection: `Ok` when the cache is gone, `Err` when the
+/// connection is (or could not be made). Once it listens, it flushes the
+/// memory tier if notices were `missed` since the last connection.
+async fn listen_once(
+    database_url: &str,
+    cache: &Weak<TieredCache>,
+    lag: &Lag,
+    missed: &mut bool,
+) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+    let channel: String =
+        sqlx::query_scalar(&format!("SELECT {}", crate::db::INVALIDATIONS_CHANNEL))
+            .fetch_one(&mut listener)
+            .await?;
+    listener.listen(&channel).await?;
+    let Some(live) = cache.upgrade() else {
+        return Ok(());
+    };
+    if std::mem::take(missed) {
+        // Whatever was announced while nobody listened is lost.
+        live.flush_memory();
+    }
+    drop(live);
+    // From here on, an end of this connection may lose notices.
+    *missed = true;
+    loop {
+        // `None`: the connection was lost.
+        let Some(notice) = listener.try_recv().await? else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let Some(cache) = cache.upgrade() else {
+            return Ok(());
+        };
+        let notice: serde_json::Value = serde_json::from_str(notice.payload()).unwrap_or_default();
+        if let Some(at) = notice["at"].as_i64() {
+            lag.observe(at);
+        }
+        match notice["tags"].as_array() {
+            Some(tags) => {
+                let tags: Vec<String> = tags
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect();
+                cache.deliver_to_memory(&tags).await;
+            }
+            None => cache.flush_memory(),
+        }
+    }
+}
+
 /// One host's relay.
 pub struct Relay {
     /// The host's view of the database.
     db: Arc<dyn Database>,
     /// Undelivered rows seen at the last pass (at most `BATCH`).
     backlog: Gauge,
+    /// Commit to applied.
+    lag: Lag,
+
     /// Rows of the last pass already applied to this host's memory tier,
     /// so that a row Redis cannot take yet is not applied again at every
     /// pass (each time would empty that tier of the row's tags).
@@ -48,6 +157,7 @@ impl Relay {
     /// `registry`.
     pub fn new(
         db: Arc<dyn Database>,
+        lag: Lag,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Self {
         let backlog = Gauge::default();
@@ -59,6 +169,7 @@ impl Relay {
         Self {
             db,
             backlog,
+            lag,
             applied: Mutex::default(),
         }
     }
@@ -93,7 +204,7 @@ impl Relay {
         let rows = self
             .db
             .query(
-                "SELECT id, tags FROM cache_outbox WHERE delivered_at IS NULL \
+                "SELECT id, tags, created_at FROM cache_outbox WHERE delivered_at IS NULL \
                  ORDER BY created_at LIMIT $1",
                 &[Value::Int(BATCH as i64)],
             )
@@ -108,6 +219,9 @@ impl Relay {
             seen.insert(id.clone());
             let tags: Vec<String> = serde_json::from_str(tags).unwrap_or_default();
             let fresh = self.applied().insert(id.clone());
+            if fresh && let Some(Value::Int(at)) = row.get(2) {
+                self.lag.observe(*at);
+            }
             if redis_down {
                 if fresh {
                     cache.deliver_to_memory(&tags).await;

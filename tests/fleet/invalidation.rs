@@ -83,3 +83,31 @@ async fn a_write_is_seen_on_every_host_while_redis_is_down_for_all() {
         .await;
     }
 }
+
+// Only B cannot reach Redis, so B serves from its memory tier, which the
+// writer's request and relay (both on Redis) never touch: B hears of the
+// write from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_seen_on_a_host_whose_redis_alone_is_down() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fleet.host().await;
+    let (b, b_redis) = fleet.host_behind_proxy().await;
+    let c = fleet.host().await;
+    b_redis.cut().await;
+    let id = "agent-000013";
+    let (_, before) = details(&c.app, id).await;
+    eventually("host B caches the details in memory", || async {
+        details(&b.app, id).await == ("HIT".into(), before)
+    })
+    .await;
+
+    assert_eq!(install(&a.app, id).await, 201);
+    for (name, host) in [("B", &b), ("C", &c)] {
+        eventually(&format!("host {name} sees the install"), || async {
+            details(&host.app, id).await.1 == before + 1
+        })
+        .await;
+    }
+}

@@ -66,6 +66,9 @@ struct Clock {
     now: u64,
     /// Tag to the clock value of its last invalidation.
     tags: HashMap<String, u64>,
+    /// Entries stamped before this value are invalid, whatever their tags
+    /// (see `flush`).
+    floor: u64,
 }
 
 /// The in-process cache tier: bounded in bytes, per-entry TTLs, tags by
@@ -104,10 +107,23 @@ impl MemoryCache {
             return false;
         }
         let clock = self.clock();
-        entry
-            .tags
-            .iter()
-            .all(|tag| clock.tags.get(tag).is_none_or(|&at| at <= entry.stamp))
+        entry.stamp >= clock.floor
+            && entry
+                .tags
+                .iter()
+                .all(|tag| clock.tags.get(tag).is_none_or(|&at| at <= entry.stamp))
+    }
+
+    /// Makes every entry stored so far invalid, and every entry stored
+    /// later under a stamp taken before now: for when invalidations may
+    /// have been missed.
+    pub fn flush(&self) {
+        let mut clock = self.clock();
+        clock.now += 1;
+        clock.floor = clock.now;
+        clock.tags.clear();
+        drop(clock);
+        self.entries.invalidate_all();
     }
 }
 

@@ -125,9 +125,15 @@ impl TieredCache {
     }
 
     /// Invalidates `tags` in the memory tier only (the relay, when Redis
-    /// cannot take them).
+    /// cannot take them, and the listener).
     pub async fn deliver_to_memory(&self, tags: &[String]) {
         self.inner.memory.invalidate_tags(tags).await;
+    }
+
+    /// Empties the memory tier, for when invalidations may have been missed
+    /// (see `MemoryCache::flush`).
+    pub fn flush_memory(&self) {
+        self.inner.memory.flush();
     }
 
     /// Whether operations go to Redis now.

@@ -18,7 +18,7 @@ mod sqlite;
 mod sqlite_authorizer;
 
 pub use guard::{Engine, Guarded, check as check_component_sql};
-pub use postgres::{COMPONENT_ROLE, PostgresDatabase};
+pub use postgres::{COMPONENT_ROLE, INVALIDATIONS_CHANNEL, PostgresDatabase};
 pub use sqlite::SqliteDatabase;
 
 /// The product's tables: the only ones component SQL may read or write
@@ -45,6 +45,10 @@ pub const HOST_TABLES: &[&str] = &[
 /// The invalidation outbox (see `Invalidation`): the host writes it in a
 /// component's transaction; component SQL may never name it.
 pub const OUTBOX_TABLE: &str = "cache_outbox";
+
+/// The longest notification payload PostgreSQL takes is just under 8,000
+/// bytes.
+const MAX_NOTICE_BYTES: usize = 7_900;
 
 /// How the host records an `Invalidation`, in the transaction of its write.
 const RECORD_INVALIDATION: &str =
@@ -76,6 +80,18 @@ impl Invalidation {
             random(COUNT.fetch_add(1, Ordering::Relaxed))
         );
         Self { id, tags, at_ms }
+    }
+
+    /// What tells listening hosts of it (see `relay::listen`): the tags and
+    /// the time as JSON, or, past what a PostgreSQL notification holds,
+    /// `flush`, which empties the receivers' memory tiers.
+    pub fn notice(&self) -> String {
+        let notice = serde_json::json!({ "tags": self.tags, "at": self.at_ms }).to_string();
+        if notice.len() <= MAX_NOTICE_BYTES {
+            notice
+        } else {
+            serde_json::json!({ "flush": true, "at": self.at_ms }).to_string()
+        }
     }
 
     /// The statement that records it.

@@ -167,22 +167,20 @@ impl PostgresDatabase {
     /// affected count), `COMMIT` or `ROLLBACK`, then the session reset.
     /// Returns each statement's rows and the rows affected in all.
     ///
-    /// With `record` (the host's record of an invalidation), once the
+    /// With `records` (the host's record of an invalidation), once the
     /// statements have run: the role check, back to the host's role, then
-    /// `record`, all in the same transaction.
+    /// `records`, all in the same transaction.
     async fn component_call(
         &self,
         statements: &[(&str, &[Value])],
         mode: Mode,
-        record: Option<&Statement>,
+        records: &[Statement],
     ) -> Result<(Vec<Rows>, u64), DbError> {
         // Closed, not returned, if this future is dropped before the end.
         let mut conn = Leased::new(self.pool.acquire().await.map_err(classify)?);
         let mut result = run_component_statements(&mut conn, statements, mode, &self.options).await;
-        let checked = result.is_ok() && record.is_some();
-        if let (Ok(_), Some(record)) = (&result, record)
-            && let Err(e) = record_as_host(&mut conn, record).await
-        {
+        let checked = result.is_ok() && !records.is_empty();
+        if checked && let Err(e) = record_as_host(&mut conn, records).await {
             result = Err(e);
         }
         // A result cut off at its cap leaves rows in flight on the wire:
@@ -247,18 +245,42 @@ async fn run_component_statements(
 
 /// Within a component call whose statements have run: checks the role
 /// (as the commit would), returns to the host's role for the rest of the
-/// transaction, and runs `record`.
-async fn record_as_host(conn: &mut PgConnection, record: &Statement) -> Result<(), DbError> {
+/// transaction, and runs `records`.
+async fn record_as_host(conn: &mut PgConnection, records: &[Statement]) -> Result<(), DbError> {
     let leave = format!("{CHECK_ROLE}; SET LOCAL ROLE NONE");
     sqlx::Executor::execute(&mut *conn, leave.as_str())
         .await
         .map_err(classify)?;
-    bind(&record.sql, &record.params)?
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
+    run_records(conn, records).await
+}
+
+/// Runs the host's `records` for their effect.
+async fn run_records(conn: &mut PgConnection, records: &[Statement]) -> Result<(), DbError> {
+    for record in records {
+        bind(&record.sql, &record.params)?
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
     Ok(())
 }
+
+/// What records an invalidation: its outbox row, and a notification to
+/// every host listening on this schema's channel (see `relay::listen`),
+/// which PostgreSQL sends when the transaction commits.
+fn invalidation_records(invalidation: &Invalidation) -> Vec<Statement> {
+    vec![
+        invalidation.statement(),
+        Statement {
+            sql: format!("SELECT pg_notify({INVALIDATIONS_CHANNEL}, $1)"),
+            params: vec![Value::Text(invalidation.notice())],
+        },
+    ]
+}
+
+/// The name of the channel invalidations are announced on: one per
+/// schema, since notifications go to the whole database.
+pub const INVALIDATIONS_CHANNEL: &str = "'marketplace_invalidations:' || current_schema()";
 
 /// Streams one statement's rows within the caps.
 async fn fetch_rows(
@@ -417,7 +439,7 @@ impl Database for PostgresDatabase {
             }
             Role::Components => {
                 let (mut results, _) = self
-                    .component_call(&[(sql, params)], Mode::Fetch, None)
+                    .component_call(&[(sql, params)], Mode::Fetch, &[])
                     .await?;
                 Ok(results.pop().unwrap_or_default())
             }
@@ -434,14 +456,14 @@ impl Database for PostgresDatabase {
                 Ok(done.rows_affected())
             }
             Role::Components => Ok(self
-                .component_call(&[(sql, params)], Mode::Execute, None)
+                .component_call(&[(sql, params)], Mode::Execute, &[])
                 .await?
                 .1),
         }
     }
 
     async fn transaction(&self, statements: &[Statement]) -> Result<Vec<Rows>, DbError> {
-        self.transaction_recording(statements, None).await
+        self.transaction_recording(statements, &[]).await
     }
 
     async fn transaction_invalidating(
@@ -449,17 +471,17 @@ impl Database for PostgresDatabase {
         statements: &[Statement],
         invalidation: &Invalidation,
     ) -> Result<Vec<Rows>, DbError> {
-        self.transaction_recording(statements, Some(&invalidation.statement()))
+        self.transaction_recording(statements, &invalidation_records(invalidation))
             .await
     }
 }
 
 impl PostgresDatabase {
-    /// A transaction of `statements`, then of `record` if given.
+    /// A transaction of `statements`, then of the host's `records`.
     async fn transaction_recording(
         &self,
         statements: &[Statement],
-        record: Option<&Statement>,
+        records: &[Statement],
     ) -> Result<Vec<Rows>, DbError> {
         match self.role {
             Role::Host => {
@@ -468,9 +490,7 @@ impl PostgresDatabase {
                 for s in statements {
                     results.push(fetch_rows(&mut tx, &s.sql, &s.params, &self.options).await?);
                 }
-                if let Some(record) = record {
-                    fetch_rows(&mut tx, &record.sql, &record.params, &self.options).await?;
-                }
+                run_records(&mut tx, records).await?;
                 tx.commit().await.map_err(classify)?;
                 Ok(results)
             }
@@ -479,7 +499,7 @@ impl PostgresDatabase {
                     .iter()
                     .map(|s| (s.sql.as_str(), s.params.as_slice()))
                     .collect();
-                Ok(self.component_call(&calls, Mode::Fetch, record).await?.0)
+                Ok(self.component_call(&calls, Mode::Fetch, records).await?.0)
             }
         }
     }
