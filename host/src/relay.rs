@@ -4,16 +4,18 @@
 //! `cache_outbox`, in the same database transaction as its writes (see
 //! `db::Invalidation`). The request then invalidates them itself; the relay
 //! is what makes that never lost. Every host runs one: every `INTERVAL` it
-//! reads the undelivered rows (any host's), invalidates their tags in its
-//! memory tier (once per row) and in Redis, and marks a row delivered once
-//! Redis has it (or at once when there is no Redis). With Redis down for
-//! every host, each host's relay so applies every undelivered row to its
-//! own memory tier. So an invalidation whose request
+//! reads the undelivered rows (any host's, newest first, in batches until
+//! none is left), invalidates their tags in its memory tier (once per row)
+//! and in Redis (all of a batch in one call), and marks the batch delivered
+//! once Redis has it. A host without Redis marks nothing: it has no shared
+//! tier, and a host with Redis on the same database may still need to
+//! deliver. With Redis down for every host, each host's relay so applies
+//! every undelivered row to its own memory tier. So an invalidation whose request
 //! died after the commit, or whose host could not reach Redis and then
 //! died, is delivered by the next pass of any host; one that Redis cannot
 //! take now stays undelivered until it can. Delivery is idempotent: bumping
 //! a tag's clock again only invalidates more. Delivered rows are deleted
-//! after `RETENTION`.
+//! after `RETENTION`, undelivered ones after `MAX_AGE`.
 //!
 //! On PostgreSQL the write's transaction also announces the tags
 //! (`pg_notify`, sent on commit), and every host `listen`s: its memory tier
@@ -24,7 +26,7 @@ use crate::cache::TieredCache;
 use crate::db::{Database, DbError, Value};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub const INTERVAL: Duration = Duration::from_millis(200);
 const BATCH: usize = 200;
 /// How long a delivered row is kept.
 const RETENTION: Duration = Duration::from_secs(600);
+/// How long an undelivered row is kept: a fleet without Redis never marks
+/// its rows delivered (it has no shared tier to deliver to).
+const MAX_AGE: Duration = Duration::from_secs(86_400);
 /// Delivered rows are deleted every this many passes.
 const CLEAN_EVERY: u32 = 50;
 
@@ -185,8 +190,17 @@ impl Relay {
                     return;
                 };
                 passes = passes.wrapping_add(1);
-                if let Err(e) = self.pass(&cache, passes.is_multiple_of(CLEAN_EVERY)).await {
-                    tracing::debug!(error = %e, "outbox relay: pass failed; retrying");
+                let mut clean = passes.is_multiple_of(CLEAN_EVERY);
+                // A full batch delivered: there may be more; go on at once.
+                loop {
+                    match self.pass(&cache, clean).await {
+                        Ok(delivered) if delivered == BATCH => clean = false,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "outbox relay: pass failed; retrying");
+                            break;
+                        }
+                    }
                 }
             }
         });
@@ -198,58 +212,73 @@ impl Relay {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Delivers what is undelivered now; deletes old delivered rows if
-    /// `clean`. Returns how many rows it delivered.
+    /// Delivers what is undelivered now (the newest `BATCH` rows, so that a
+    /// backlog Redis cannot take never hides new writes from the memory
+    /// tier): each row to the memory tier once, then all their tags to
+    /// Redis at once, then marks them delivered in one statement. Deletes
+    /// old rows if `clean`. Returns how many rows it delivered.
     pub async fn pass(&self, cache: &TieredCache, clean: bool) -> Result<usize, DbError> {
         let rows = self
             .db
             .query(
                 "SELECT id, tags, created_at FROM cache_outbox WHERE delivered_at IS NULL \
-                 ORDER BY created_at LIMIT $1",
+                 ORDER BY created_at DESC LIMIT $1",
                 &[Value::Int(BATCH as i64)],
             )
             .await?;
-        let mut delivered = 0;
-        let mut seen = HashSet::new();
-        let mut redis_down = false;
+        let mut ids = Vec::with_capacity(rows.rows.len());
+        let mut all_tags = BTreeSet::new();
         for row in &rows.rows {
             let (Some(Value::Text(id)), Some(Value::Text(tags))) = (row.first(), row.get(1)) else {
                 continue;
             };
-            seen.insert(id.clone());
             let tags: Vec<String> = serde_json::from_str(tags).unwrap_or_default();
-            let fresh = self.applied().insert(id.clone());
-            if fresh && let Some(Value::Int(at)) = row.get(2) {
-                self.lag.observe(*at);
-            }
-            if redis_down {
-                if fresh {
-                    cache.deliver_to_memory(&tags).await;
+            if self.applied().insert(id.clone()) {
+                if let Some(Value::Int(at)) = row.get(2) {
+                    self.lag.observe(*at);
                 }
-                continue;
+                cache.deliver_to_memory(&tags).await;
             }
-            if !cache.deliver(&tags, fresh).await {
-                // Redis cannot take it now: the next pass tries again; the
-                // rest of this batch goes to the memory tier only.
-                redis_down = true;
-                continue;
-            }
+            all_tags.extend(tags);
+            ids.push(Value::Text(id.clone()));
+        }
+        let seen: HashSet<&str> = ids
+            .iter()
+            .filter_map(|v| match v {
+                Value::Text(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.applied().retain(|id| seen.contains(id.as_str()));
+        let all_tags: Vec<String> = all_tags.into_iter().collect();
+        let delivered = if !ids.is_empty() && cache.deliver_to_redis(&all_tags).await {
+            let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+            let mut params = vec![Value::Int(crate::now_ms())];
+            params.extend(ids.iter().cloned());
             self.db
                 .execute(
-                    "UPDATE cache_outbox SET delivered_at = $1 WHERE id = $2",
-                    &[Value::Int(crate::now_ms()), Value::Text(id.clone())],
+                    &format!(
+                        "UPDATE cache_outbox SET delivered_at = $1 \
+                         WHERE delivered_at IS NULL AND id IN ({})",
+                        placeholders.join(", ")
+                    ),
+                    &params,
                 )
                 .await?;
-            delivered += 1;
-        }
-        self.applied().retain(|id| seen.contains(id));
-        self.backlog.set((rows.rows.len() - delivered) as i64);
+            ids.len()
+        } else {
+            0
+        };
+        self.backlog.set((ids.len() - delivered) as i64);
         if clean {
-            let before = crate::now_ms() - RETENTION.as_millis() as i64;
+            let now = crate::now_ms();
             self.db
                 .execute(
-                    "DELETE FROM cache_outbox WHERE delivered_at < $1",
-                    &[Value::Int(before)],
+                    "DELETE FROM cache_outbox WHERE delivered_at < $1 OR created_at < $2",
+                    &[
+                        Value::Int(now - RETENTION.as_millis() as i64),
+                        Value::Int(now - MAX_AGE.as_millis() as i64),
+                    ],
                 )
                 .await?;
         }

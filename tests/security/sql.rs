@@ -540,3 +540,31 @@ async fn a_component_call_cancelled_halfway_leaves_no_transaction_on_the_pool() 
         "half a transaction was kept"
     );
 }
+
+// The tags a transaction invalidates travel in one outbox row, one
+// notification and one Redis call: past 64 tags, or a tag past 256 bytes,
+// the call is refused and nothing of it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_naming_too_many_tags_is_refused_and_runs_nothing() {
+    let rename = "UPDATE categories SET name = 'Renamed' WHERE slug = 'coding'";
+    for (engine, h, _schema) in hosts().await {
+        let too_many: String = (0..65).map(|i| format!("&tag=t{i}")).collect();
+        assert_refused(engine, &h, &format!("transaction{too_many}"), rename).await;
+        let too_long = format!("&tag={}", "x".repeat(257));
+        assert_refused(engine, &h, &format!("transaction{too_long}"), rename).await;
+        let names = run_sql(&h, "query", "SELECT name FROM categories")
+            .await
+            .unwrap();
+        assert!(
+            !names.to_string().contains("Renamed"),
+            "{engine:?}: {names}"
+        );
+
+        let at_the_limit: String = (0..64)
+            .map(|i| format!("&tag={}{i:02}", "y".repeat(254)))
+            .collect();
+        run_sql(&h, &format!("transaction{at_the_limit}"), rename)
+            .await
+            .unwrap_or_else(|e| panic!("{engine:?}: {e:?}"));
+    }
+}

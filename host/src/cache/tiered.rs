@@ -96,32 +96,26 @@ impl TieredCache {
         Self { inner }
     }
 
-    /// Invalidates `tags` in every tier, for the outbox relay. Returns
-    /// whether the shared tier has it: Redis took it, or there is no Redis.
-    /// Unlike `invalidate_tags`, nothing is kept pending here: the outbox
-    /// row stays undelivered instead.
-    /// The memory tier takes it too if `to_memory`.
-    pub async fn deliver(&self, tags: &[String], to_memory: bool) -> bool {
+    /// Invalidates `tags` in Redis, for the outbox relay, in calls of at
+    /// most 500 tags. Returns whether Redis took them all; `false` without
+    /// Redis. Unlike `invalidate_tags`, nothing is kept pending here: the
+    /// outbox rows stay undelivered instead.
+    pub async fn deliver_to_redis(&self, tags: &[String]) -> bool {
         let inner = &self.inner;
-        if to_memory {
-            self.deliver_to_memory(tags).await;
-        }
         if inner.redis.is_none() {
-            return true;
+            return false;
         }
         let Some(redis) = inner.redis_for("tags").await else {
             return false;
         };
-        match redis.invalidate_tags(tags).await {
-            Ok(()) => {
-                inner.succeeded();
-                true
-            }
-            Err(e) => {
+        for chunk in tags.chunks(500) {
+            if let Err(e) = redis.invalidate_tags(chunk).await {
                 inner.failed("tags", &e);
-                false
+                return false;
             }
         }
+        inner.succeeded();
+        true
     }
 
     /// Invalidates `tags` in the memory tier only (the relay, when Redis

@@ -222,6 +222,10 @@ impl Visitor for Policy {
                     ControlFlow::Break(format!(
                         "`{table}` is a system catalog; components may use only the product's tables"
                     ))
+                } else if name == OUTBOX_TABLE {
+                    ControlFlow::Break(format!(
+                        "`{table}` is the host's; components may use only the product's tables"
+                    ))
                 } else {
                     ControlFlow::Continue(())
                 }
@@ -553,6 +557,7 @@ mod tests {
                 "SELECT name FROM sqlite_master",
                 "INSERT INTO cache_outbox (id, tags, created_at) VALUES ('x', '[]', 0)",
                 "DELETE FROM CACHE_OUTBOX",
+                "SELECT * FROM (TABLE cache_outbox) AS t",
                 "SELECT * FROM agents WHERE id IN (SELECT id FROM public.cache_outbox)",
                 "SELECT load_extension('/tmp/evil.so')",
                 "SELECT * FROM agents WHERE id IN (SELECT pg_sleep(10)::text)",

@@ -245,6 +245,12 @@ impl cache::Host for Invocation {
     }
 }
 
+/// The most tags one transaction may invalidate, and the longest tag: an
+/// invalidation travels in one outbox row, one notification and one Redis
+/// script, which must stay small.
+const MAX_INVALIDATES: usize = 64;
+const MAX_TAG_BYTES: usize = 256;
+
 impl Invocation {
     /// `cache.get`, coalescing misses: a miss on a key another request is
     /// computing waits for that request and reads again (see `flights`).
@@ -336,6 +342,13 @@ impl db::Host for Invocation {
         if invalidates.is_empty() {
             let results = self.capabilities.db.transaction(&statements).await?;
             return Ok(results.into_iter().map(Into::into).collect());
+        }
+        if invalidates.len() > MAX_INVALIDATES
+            || invalidates.iter().any(|t| t.len() > MAX_TAG_BYTES)
+        {
+            return Err(db::DbError::Other(format!(
+                "refused: a transaction invalidates at most {MAX_INVALIDATES} tags of at most {MAX_TAG_BYTES} bytes each"
+            )));
         }
         // Recorded in the outbox with the writes, so that a relay delivers
         // it should this request not get to (see `crate::relay`).
