@@ -5,6 +5,7 @@
 //! assert; they never assert timings.
 
 mod invalidation;
+mod workload;
 
 use axum::Router;
 use axum::body::Body;
@@ -86,15 +87,24 @@ async fn details(app: &Router, id: &str) -> (String, i64) {
 
 /// Installs agent `id` in the demo workspace through `app`.
 async fn install(app: &Router, id: &str) -> u16 {
+    install_as(app, id, host::seed::DEMO_TOKEN, host::seed::DEMO_WORKSPACE)
+        .await
+        .0
+}
+
+/// Installs agent `id` in `workspace` with `token` through `app`: the
+/// status and, on success, the agent's install count after it.
+async fn install_as(app: &Router, id: &str, token: &str, workspace: &str) -> (u16, Option<i64>) {
     let request = Request::post(format!("/api/marketplace/agents/{id}/install"))
-        .header(
-            "authorization",
-            format!("Bearer {}", host::seed::DEMO_TOKEN),
-        )
+        .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(Body::from(r#"{"workspaceId":"ws-demo"}"#))
+        .body(Body::from(format!(r#"{{"workspaceId":"{workspace}"}}"#)))
         .unwrap();
-    send(app, request).await.0.status().as_u16()
+    let (response, body) = send(app, request).await;
+    let count = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["agent"]["installCount"].as_i64());
+    (response.status().as_u16(), count)
 }
 
 /// Waits until `check` holds, at most `PROPAGATION_BOUND`.
