@@ -44,7 +44,8 @@ measure() {
   bench_serve "" "$BIN" "$b" "$work/b-$name" "$work/b-$name.log" $b_flags; pids+=($!)
   wait_up "http://127.0.0.1:$a/healthz" 600 0.2 && wait_up "http://127.0.0.1:$b/healthz" 600 0.2
   # Each way takes its own third of the workspaces.
-  local offset=$(( (port - 18202) / 2 * ROUNDS ))
+  local way=$(( (port - 18202) / 2 ))
+  local offset=$(( way * ROUNDS ))
   python3 bench/lag.py "http://127.0.0.1:$a" "http://127.0.0.1:$b" "$token" "$prefix" "$ROUNDS" \
     --offset "$offset" >"$work/$name.ms"
   kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true; pids=()
