@@ -117,6 +117,11 @@ struct ServeArgs {
     /// Longest one Redis operation may take before the memory tier answers.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100)]
     redis_timeout_ms: u64,
+    /// Bytes of the near cache: Redis hits kept in process memory, served
+    /// without a round trip while the host's invalidation subscription is
+    /// up; 0 turns it off.
+    #[arg(long, env = "NEAR_CACHE_BYTES", default_value_t = 32 << 20)]
+    near_cache_bytes: u64,
     /// Where deployed components and compiled artifacts are kept.
     #[arg(long, env = "STATE_DIR", default_value = "data")]
     state_dir: PathBuf,
@@ -238,6 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             url,
             prefix: args.redis_prefix,
             op_timeout: Duration::from_millis(args.redis_timeout_ms),
+            near_cache_bytes: args.near_cache_bytes,
         }),
     };
     let header_timeout = settings.http.header_timeout;

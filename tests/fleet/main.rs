@@ -5,6 +5,7 @@
 //! assert; they never assert timings.
 
 mod invalidation;
+mod near;
 mod workload;
 
 use axum::Router;

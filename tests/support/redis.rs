@@ -40,6 +40,7 @@ pub fn fresh_prefix(url: &str) -> RedisPrefix {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
             op_timeout: Duration::from_millis(200),
+            near_cache_bytes: 4 << 20,
         },
     }
 }

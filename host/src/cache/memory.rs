@@ -114,6 +114,42 @@ impl MemoryCache {
                 .all(|tag| clock.tags.get(tag).is_none_or(|&at| at <= entry.stamp))
     }
 
+    /// The clock now: a stamp for an entry about to be read elsewhere and
+    /// then `insert`ed here (the near cache).
+    pub fn now(&self) -> u64 {
+        self.clock().now
+    }
+
+    /// The bytes under `key` if valid, without touching any stamp.
+    pub async fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+        let entry = self.entries.get(key).await?;
+        if self.is_valid(&entry) {
+            Some(entry.value.to_vec())
+        } else {
+            self.entries.invalidate(key).await;
+            None
+        }
+    }
+
+    /// Stores `value` under `key` as of clock value `stamp`.
+    pub async fn insert(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        tags: &[String],
+        stamp: u64,
+    ) {
+        let entry = Entry {
+            value: value.into(),
+            ttl,
+            expires_at: Instant::now() + ttl,
+            tags: tags.iter().cloned().collect(),
+            stamp,
+        };
+        self.entries.insert(key.to_string(), entry).await;
+    }
+
     /// Makes every entry stored so far invalid, and every entry stored
     /// later under a stamp taken before now: for when invalidations may
     /// have been missed.
@@ -131,13 +167,7 @@ impl MemoryCache {
 impl Cache for MemoryCache {
     async fn get(&self, key: &str, stamp: &mut Stamp) -> Option<Vec<u8>> {
         self.stamp(stamp).await;
-        let entry = self.entries.get(key).await?;
-        if self.is_valid(&entry) {
-            Some(entry.value.to_vec())
-        } else {
-            self.entries.invalidate(key).await;
-            None
-        }
+        self.lookup(key).await
     }
 
     async fn stamp(&self, stamp: &mut Stamp) {
@@ -150,14 +180,7 @@ impl Cache for MemoryCache {
         let Some(stamp) = stamp.memory else {
             return;
         };
-        let entry = Entry {
-            value: value.into(),
-            ttl,
-            expires_at: Instant::now() + ttl,
-            tags: tags.iter().cloned().collect(),
-            stamp,
-        };
-        self.entries.insert(key.to_string(), entry).await;
+        self.insert(key, value, ttl, tags, stamp).await;
     }
 
     async fn delete(&self, key: &str) {

@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // label values are lower-case
 pub enum Tier {
+    /// Redis hits kept in this host's memory (see `tiered`).
+    near,
     redis,
     memory,
 }

@@ -7,7 +7,8 @@
 //! - `tiered`: what components actually use: Redis when configured and
 //!   healthy, the memory tier per operation when it is not (with a circuit
 //!   breaker, so a dead Redis costs nothing per request), and nothing at
-//!   all (a miss) when every tier fails.
+//!   all (a miss) when every tier fails; with Redis, a near cache in
+//!   process memory in front of it, kept true by Redis pub/sub.
 //! - `metrics`: hit, miss and error counters per endpoint and tier.
 //!
 //! ## Tags: the invalidation clock

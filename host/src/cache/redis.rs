@@ -32,6 +32,9 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Longest a single operation may take before it counts as failed.
     pub op_timeout: Duration,
+    /// Bytes of the near cache kept in process memory in front of Redis;
+    /// 0 turns it off.
+    pub near_cache_bytes: u64,
 }
 
 /// Why a Redis operation failed.
@@ -72,7 +75,7 @@ for tag in string.gmatch(e[2], '[^\n]+') do
     return {0, '', clock, epoch}
   end
 end
-return {1, e[1], clock, epoch}
+return {1, e[1], clock, epoch, e[2], redis.call('PTTL', KEYS[1])}
 ";
 
 const CLOCK_SCRIPT: &str = r"
@@ -96,10 +99,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
+// Also announces the tags (joined by newlines) on the invalidations
+// channel, which every host's near cache listens to.
 const INVALIDATE_SCRIPT: &str = r"
 if not redis.call('HGET', KEYS[1], 'e') then redis.call('HSET', KEYS[1], 'e', ARGV[2], 'n', 0) end
 local now = redis.call('HINCRBY', KEYS[1], 'n', 1)
-for i = 3, #ARGV do redis.call('SET', ARGV[1] .. ARGV[i], now) end
+local tags = {}
+for i = 3, #ARGV do
+  redis.call('SET', ARGV[1] .. ARGV[i], now)
+  tags[#tags + 1] = ARGV[i]
+end
+redis.call('PUBLISH', KEYS[2], table.concat(tags, '\n'))
 return now
 ";
 
@@ -114,6 +124,14 @@ fn fresh_epoch() -> String {
 
 fn parse_epoch(epoch: &str) -> u64 {
     epoch.parse().unwrap_or(0)
+}
+
+/// A valid entry as `get_entry` read it.
+pub struct Hit {
+    pub value: Vec<u8>,
+    pub tags: Vec<String>,
+    /// What is left of its TTL.
+    pub ttl: Duration,
 }
 
 /// Redis through a `ConnectionManager` (which reconnects by itself once it
@@ -144,6 +162,16 @@ impl RedisCache {
             set: redis::Script::new(SET_SCRIPT),
             invalidate: redis::Script::new(INVALIDATE_SCRIPT),
         })
+    }
+
+    /// The longest one operation may take.
+    pub fn op_timeout(&self) -> Duration {
+        self.settings.op_timeout
+    }
+
+    /// The near cache's size in bytes (0: none).
+    pub fn near_cache_bytes(&self) -> u64 {
+        self.settings.near_cache_bytes
     }
 
     /// The key prefix.
@@ -204,9 +232,30 @@ impl RedisCache {
         format!("{}clocks", self.settings.prefix)
     }
 
+    /// The channel invalidated tags are announced on.
+    pub fn channel(&self) -> String {
+        format!("{}invalidations", self.settings.prefix)
+    }
+
+    /// A connection subscribed to `channel`, for the near cache.
+    pub async fn subscribe(&self) -> Result<redis::aio::PubSub, RedisFailure> {
+        let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
+        self.timed(pubsub.subscribe(self.channel())).await?;
+        Ok(pubsub)
+    }
+
     /// The value under `key` if valid; fills in `stamp.redis` if unset and
     /// `stamp` is not sealed.
     pub async fn get(&self, key: &str, stamp: &mut Stamp) -> Result<Option<Vec<u8>>, RedisFailure> {
+        Ok(self.get_entry(key, stamp).await?.map(|hit| hit.value))
+    }
+
+    /// `get`, with the entry's tags and what is left of its TTL.
+    pub async fn get_entry(
+        &self,
+        key: &str,
+        stamp: &mut Stamp,
+    ) -> Result<Option<Hit>, RedisFailure> {
         let mut conn = self.connection()?;
         let wants_clock = stamp.redis.is_none() && !stamp.sealed;
         let mut invocation = self.get.prepare_invoke();
@@ -216,15 +265,34 @@ impl RedisCache {
             .arg(self.key("tag", ""))
             .arg(if wants_clock { "1" } else { "0" })
             .arg(fresh_epoch());
-        let (found, value, clock, epoch): (i64, Vec<u8>, i64, String) =
-            self.timed(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<redis::Value> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let int = |i: usize| match reply.get(i) {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        };
+        let bytes = |i: usize| match reply.get(i) {
+            Some(redis::Value::BulkString(b)) => b.clone(),
+            Some(redis::Value::SimpleString(s)) => s.clone().into_bytes(),
+            _ => Vec::new(),
+        };
+        let (found, value, clock) = (int(0), bytes(1), int(2));
+        let epoch = String::from_utf8(bytes(3)).unwrap_or_default();
         if wants_clock {
             stamp.redis = Some(RedisStamp {
                 epoch: parse_epoch(&epoch),
                 clock: u64::try_from(clock).unwrap_or(0),
             });
         }
-        Ok((found == 1).then_some(value))
+        Ok((found == 1).then(|| Hit {
+            value,
+            tags: String::from_utf8(bytes(4))
+                .unwrap_or_default()
+                .split('\n')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            ttl: Duration::from_millis(u64::try_from(int(5)).unwrap_or(0)),
+        }))
     }
 
     /// The clock and its epoch now.
@@ -291,6 +359,7 @@ impl RedisCache {
         let mut invocation = self.invalidate.prepare_invoke();
         invocation
             .key(self.clock_key())
+            .key(self.channel())
             .arg(self.key("tag", ""))
             .arg(fresh_epoch());
         for tag in tags {

@@ -14,6 +14,10 @@
 //!   once and remembered; Redis is not read again until they have been
 //!   applied there too, so nothing invalidated during the outage is served
 //!   after it.
+//! - The near cache keeps Redis hits in process memory and serves them
+//!   while this host's subscription to the invalidations channel is up
+//!   (`subscribe`) and the breaker is closed; it is flushed when the
+//!   subscription is lost and again when it is back.
 
 use super::metrics::{CacheMetrics, Outcome, Tier, endpoint_of};
 use super::redis::{RedisCache, RedisFailure};
@@ -28,6 +32,8 @@ use std::time::Duration;
 const FAILURES_TO_OPEN: u32 = 3;
 /// How often the probe pings Redis while the breaker is open.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the near cache's subscription is pinged.
+const SUBSCRIPTION_PING: Duration = Duration::from_millis(100);
 /// Longest life of an entry written to the memory tier while Redis is out.
 pub const DEGRADED_TTL: Duration = Duration::from_secs(30);
 
@@ -40,11 +46,21 @@ struct Breaker {
     open: AtomicBool,
 }
 
+/// Redis hits kept in process memory, valid only while this host hears
+/// every invalidation (its subscription to the invalidations channel).
+struct Near {
+    cache: MemoryCache,
+    /// Whether the subscription is up; entries are served only then.
+    subscribed: AtomicBool,
+}
+
 struct Inner {
     /// Always there; the only tier without Redis.
     memory: MemoryCache,
     /// Redis, when configured.
     redis: Option<RedisCache>,
+    /// In front of Redis, when configured with it.
+    near: Option<Near>,
     breaker: Breaker,
     /// Tags invalidated while Redis could not be told.
     pending: Mutex<BTreeSet<String>>,
@@ -83,15 +99,27 @@ impl TieredCache {
     }
 
     fn build(memory: MemoryCache, redis: Option<RedisCache>, metrics: Arc<CacheMetrics>) -> Self {
+        let near = redis
+            .as_ref()
+            .map(RedisCache::near_cache_bytes)
+            .filter(|&bytes| bytes > 0)
+            .map(|bytes| Near {
+                cache: MemoryCache::new(bytes),
+                subscribed: AtomicBool::new(false),
+            });
         let inner = Arc::new(Inner {
             memory,
             redis,
+            near,
             breaker: Breaker::default(),
             pending: Mutex::new(BTreeSet::new()),
             metrics,
         });
         if inner.redis.is_some() {
             tokio::spawn(probe(Arc::downgrade(&inner)));
+        }
+        if inner.near.is_some() {
+            tokio::spawn(subscribe(Arc::downgrade(&inner)));
         }
         Self { inner }
     }
@@ -161,7 +189,82 @@ async fn probe(inner: Weak<Inner>) {
     }
 }
 
+/// Keeps the near cache's subscription: while it is up, applies every
+/// invalidation announced on the channel; when it is lost, stops serving
+/// the near cache and flushes it, and flushes it again once subscribed
+/// anew (what was announced meanwhile is lost). Ends when the cache is
+/// dropped.
+async fn subscribe(inner: Weak<Inner>) {
+    use futures_util::StreamExt as _;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let (Some(redis), Some(near)) = (strong.redis.as_ref(), strong.near.as_ref()) else {
+            return;
+        };
+        match redis.subscribe().await {
+            Ok(pubsub) => {
+                near.cache.flush();
+                near.subscribed.store(true, Ordering::SeqCst);
+                let op_timeout = redis.op_timeout();
+                drop(strong);
+                // A connection cut without a word (no FIN) would look
+                // subscribed forever: a ping every `SUBSCRIPTION_PING`
+                // proves it is not.
+                let (mut sink, mut messages) = pubsub.split();
+                let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            let Some(strong) = inner.upgrade() else { return };
+                            let Some(near) = strong.near.as_ref() else { return };
+                            let payload: String = message.get_payload().unwrap_or_default();
+                            let tags: Vec<String> = payload
+                                .split('\n')
+                                .filter(|t| !t.is_empty())
+                                .map(str::to_string)
+                                .collect();
+                            near.cache.invalidate_tags(&tags).await;
+                        }
+                        _ = ping.tick() => {
+                            let answered = tokio::time::timeout(op_timeout, sink.ping::<redis::Value>()).await;
+                            if !matches!(answered, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                if let Some(near) = strong.near.as_ref() {
+                    near.subscribed.store(false, Ordering::SeqCst);
+                    near.cache.flush();
+                }
+                tracing::warn!(
+                    "cache: lost the invalidation subscription; near cache off until it is back"
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "cache: cannot subscribe to invalidations yet"),
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
 impl Inner {
+    /// The near cache, if it may be served now: subscribed, and Redis
+    /// healthy (a Redis that stopped answering may have stopped announcing
+    /// without the subscription noticing yet).
+    fn near_ready(&self) -> Option<&MemoryCache> {
+        self.near
+            .as_ref()
+            .filter(|near| near.subscribed.load(Ordering::SeqCst))
+            .filter(|_| self.redis_ready().is_some())
+            .map(|near| &near.cache)
+    }
+
     fn redis_ready(&self) -> Option<&RedisCache> {
         self.redis
             .as_ref()
@@ -223,16 +326,31 @@ impl Cache for TieredCache {
         // falls to the memory tier needs it from before the data was read.
         inner.memory.stamp(stamp).await;
         if let Some(redis) = inner.redis_for(endpoint).await {
-            match redis.get(key, stamp).await {
-                Ok(value) => {
+            let near = inner.near_ready();
+            if let Some(near) = near
+                && let Some(value) = near.lookup(key).await
+            {
+                inner.metrics.record(endpoint, Tier::near, Outcome::hit);
+                return Some(value);
+            }
+            // Taken before the read: an invalidation announced from here
+            // on makes what we keep of it invalid.
+            let near_clock = near.map(MemoryCache::now);
+            match redis.get_entry(key, stamp).await {
+                Ok(hit) => {
                     inner.succeeded();
-                    let outcome = if value.is_some() {
+                    let outcome = if hit.is_some() {
                         Outcome::hit
                     } else {
                         Outcome::miss
                     };
                     inner.metrics.record(endpoint, Tier::redis, outcome);
-                    return value;
+                    let hit = hit?;
+                    if let (Some(near), Some(clock)) = (near, near_clock) {
+                        near.insert(key, hit.value.clone(), hit.ttl, &hit.tags, clock)
+                            .await;
+                    }
+                    return Some(hit.value);
                 }
                 Err(e) => inner.failed(endpoint, &e),
             }
@@ -298,6 +416,9 @@ impl Cache for TieredCache {
     async fn delete(&self, key: &str) {
         let inner = &self.inner;
         inner.memory.delete(key).await;
+        if let Some(near) = inner.near.as_ref() {
+            near.cache.delete(key).await;
+        }
         if let Some(redis) = inner.redis_for(endpoint_of(key)).await {
             match redis.delete(key).await {
                 Ok(()) => inner.succeeded(),
@@ -309,6 +430,10 @@ impl Cache for TieredCache {
     async fn invalidate_tags(&self, tags: &[String]) {
         let inner = &self.inner;
         inner.memory.invalidate_tags(tags).await;
+        // At once here; other hosts hear it on the channel.
+        if let Some(near) = inner.near.as_ref() {
+            near.cache.invalidate_tags(tags).await;
+        }
         if inner.redis.is_none() {
             return;
         }
