@@ -84,6 +84,9 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
             match listen_once(&database_url, &cache, &lag, &mut missed).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if cache.strong_count() == 0 {
+                        return;
+                    }
                     tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
                     tokio::time::sleep(LISTEN_RETRY).await;
                 }

@@ -76,3 +76,53 @@ async fn a_write_on_one_host_reaches_the_near_cache_of_another() {
     })
     .await;
 }
+
+/// What the fixture component reads under `key` on `app`.
+async fn fixture_value(app: &axum::Router, key: &str) -> Option<String> {
+    let (response, body) = support::get(app, &format!("/fixture/cache-get?key={key}")).await;
+    assert_eq!(response.status(), 200);
+    support::json(&body)["value"].as_str().map(str::to_string)
+}
+
+async fn fixture(app: &axum::Router, path: &str) {
+    let (response, body) = support::get(app, path).await;
+    assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(&body));
+}
+
+// An entry overwritten or deleted on A, with no tag invalidated, is not
+// served from B's near cache, nor from A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_set_or_deleted_on_one_host_leaves_every_near_cache() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fleet.host().await;
+    let b = fleet.host().await;
+    fixture(&a.app, "/fixture/cache-set?key=k&value=one").await;
+    for host in [&a, &b] {
+        eventually("the entry is served from the near cache", || async {
+            let seen = counter(&host.app, "k", "near", "hit").await;
+            assert_eq!(fixture_value(&host.app, "k").await.as_deref(), Some("one"));
+            counter(&host.app, "k", "near", "hit").await > seen
+        })
+        .await;
+    }
+
+    fixture(&a.app, "/fixture/cache-set?key=k&value=two").await;
+    assert_eq!(
+        fixture_value(&a.app, "k").await.as_deref(),
+        Some("two"),
+        "on A"
+    );
+    eventually("B sees the new value", || async {
+        fixture_value(&b.app, "k").await.as_deref() == Some("two")
+    })
+    .await;
+
+    fixture(&a.app, "/fixture/cache-delete?key=k").await;
+    assert_eq!(fixture_value(&a.app, "k").await, None, "on A");
+    eventually("B sees the entry gone", || async {
+        fixture_value(&b.app, "k").await.is_none()
+    })
+    .await;
+}

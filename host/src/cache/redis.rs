@@ -11,8 +11,10 @@
 //!   they were stamped in (`p`): one of another epoch reads as a miss;
 //! - `P tag:{tag}`: the clock value of the tag's last invalidation (no TTL).
 //!
-//! Every operation but `delete` is a Lua script, so each is one round trip
-//! and atomic. Clock and tag keys have no TTL; with a `maxmemory-policy` that
+//! Every operation is a Lua script, so each is one round trip and atomic.
+//! `set`, `delete` and `invalidate_tags` also announce what they changed on
+//! `P invalidations` (the near caches' channel): the tags, or for an entry
+//! its `key_tag`. Clock and tag keys have no TTL; with a `maxmemory-policy` that
 //! evicts keys without a TTL (`allkeys-*`), an evicted tag key could let
 //! stale entries look valid: run Redis with `noeviction` or a `volatile-*`
 //! policy.
@@ -96,6 +98,14 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4], 'p', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[7])
+return 1
+";
+
+// Removes an entry and announces it, as `SET_SCRIPT` does.
+const DELETE_SCRIPT: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 ";
 
@@ -126,6 +136,13 @@ fn parse_epoch(epoch: &str) -> u64 {
     epoch.parse().unwrap_or(0)
 }
 
+/// The tag every near-cache entry of `key` carries besides its own, which
+/// `set` and `delete` announce: no component tag can be it (it starts with
+/// a control character, and component tags start with their namespace).
+pub fn key_tag(key: &str) -> String {
+    format!("\u{1}key:{key}")
+}
+
 /// A valid entry as `get_entry` read it.
 pub struct Hit {
     pub value: Vec<u8>,
@@ -147,6 +164,7 @@ pub struct RedisCache {
     get: redis::Script,
     clock: redis::Script,
     set: redis::Script,
+    delete: redis::Script,
     invalidate: redis::Script,
 }
 
@@ -159,6 +177,7 @@ impl RedisCache {
             manager: ArcSwapOption::empty(),
             get: redis::Script::new(GET_SCRIPT),
             clock: redis::Script::new(CLOCK_SCRIPT),
+            delete: redis::Script::new(DELETE_SCRIPT),
             set: redis::Script::new(SET_SCRIPT),
             invalidate: redis::Script::new(INVALIDATE_SCRIPT),
         })
@@ -326,12 +345,14 @@ impl RedisCache {
         invocation
             .key(self.key("e", key))
             .key(self.clock_key())
+            .key(self.channel())
             .arg(ttl.as_millis().max(1) as u64)
             .arg(value)
             .arg(tags.join("\n"))
             .arg(stamp.clock)
             .arg(stamp.epoch.to_string())
-            .arg(self.key("tag", ""));
+            .arg(self.key("tag", ""))
+            .arg(key_tag(key));
         let stored = self
             .timed(invocation.invoke_async::<i64>(&mut conn))
             .await?;
@@ -341,12 +362,13 @@ impl RedisCache {
     /// Removes `key`.
     pub async fn delete(&self, key: &str) -> Result<(), RedisFailure> {
         let mut conn = self.connection()?;
-        self.timed(
-            redis::cmd("DEL")
-                .arg(self.key("e", key))
-                .query_async::<i64>(&mut conn),
-        )
-        .await?;
+        let mut invocation = self.delete.prepare_invoke();
+        invocation
+            .key(self.key("e", key))
+            .key(self.channel())
+            .arg(key_tag(key));
+        self.timed(invocation.invoke_async::<i64>(&mut conn))
+            .await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@
 //!   subscription is lost and again when it is back.
 
 use super::metrics::{CacheMetrics, Outcome, Tier, endpoint_of};
-use super::redis::{RedisCache, RedisFailure};
+use super::redis::{RedisCache, RedisFailure, key_tag};
 use super::{Cache, MemoryCache, Stamp};
 use async_trait::async_trait;
 use std::collections::BTreeSet;
@@ -32,8 +32,11 @@ use std::time::Duration;
 const FAILURES_TO_OPEN: u32 = 3;
 /// How often the probe pings Redis while the breaker is open.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the near cache's subscription is pinged.
+/// How often the near cache's subscription is pinged, and how long an
+/// answer may take (a busy host must not take its own slowness for a lost
+/// subscription).
 const SUBSCRIPTION_PING: Duration = Duration::from_millis(100);
+const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest life of an entry written to the memory tier while Redis is out.
 pub const DEGRADED_TTL: Duration = Duration::from_secs(30);
 
@@ -141,6 +144,7 @@ impl TieredCache {
                 inner.failed("tags", &e);
                 return false;
             }
+            inner.near_invalidate(chunk).await;
         }
         inner.succeeded();
         true
@@ -150,12 +154,18 @@ impl TieredCache {
     /// cannot take them, and the listener).
     pub async fn deliver_to_memory(&self, tags: &[String]) {
         self.inner.memory.invalidate_tags(tags).await;
+        // The near cache too: should Redis have missed the write, a near
+        // entry must not outlive what this host already knows.
+        self.inner.near_invalidate(tags).await;
     }
 
     /// Empties the memory tier, for when invalidations may have been missed
     /// (see `MemoryCache::flush`).
     pub fn flush_memory(&self) {
         self.inner.memory.flush();
+        if let Some(near) = self.inner.near.as_ref() {
+            near.cache.flush();
+        }
     }
 
     /// Whether operations go to Redis now.
@@ -220,7 +230,10 @@ async fn subscribe(inner: Weak<Inner>) {
                             let Some(message) = message else { break };
                             let Some(strong) = inner.upgrade() else { return };
                             let Some(near) = strong.near.as_ref() else { return };
-                            let payload: String = message.get_payload().unwrap_or_default();
+                            let Ok(payload) = message.get_payload::<String>() else {
+                                near.cache.flush();
+                                continue;
+                            };
                             let tags: Vec<String> = payload
                                 .split('\n')
                                 .filter(|t| !t.is_empty())
@@ -229,7 +242,10 @@ async fn subscribe(inner: Weak<Inner>) {
                             near.cache.invalidate_tags(&tags).await;
                         }
                         _ = ping.tick() => {
-                            let answered = tokio::time::timeout(op_timeout, sink.ping::<redis::Value>()).await;
+                            if inner.strong_count() == 0 {
+                                return;
+                            }
+                            let answered = tokio::time::timeout(op_timeout.max(SUBSCRIPTION_TIMEOUT), sink.ping::<redis::Value>()).await;
                             if !matches!(answered, Ok(Ok(_))) {
                                 break;
                             }
@@ -254,6 +270,13 @@ async fn subscribe(inner: Weak<Inner>) {
 }
 
 impl Inner {
+    /// Invalidates `tags` in the near cache, if there is one.
+    async fn near_invalidate(&self, tags: &[String]) {
+        if let Some(near) = self.near.as_ref() {
+            near.cache.invalidate_tags(tags).await;
+        }
+    }
+
     /// The near cache, if it may be served now: subscribed, and Redis
     /// healthy (a Redis that stopped answering may have stopped announcing
     /// without the subscription noticing yet).
@@ -296,6 +319,7 @@ impl Inner {
             pending.iter().cloned().collect()
         };
         redis.invalidate_tags(&tags).await?;
+        self.near_invalidate(&tags).await;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for tag in &tags {
             pending.remove(tag);
@@ -346,8 +370,12 @@ impl Cache for TieredCache {
                     };
                     inner.metrics.record(endpoint, Tier::redis, outcome);
                     let hit = hit?;
-                    if let (Some(near), Some(clock)) = (near, near_clock) {
-                        near.insert(key, hit.value.clone(), hit.ttl, &hit.tags, clock)
+                    if let (Some(near), Some(clock)) = (near, near_clock)
+                        && !key.contains('\n')
+                    {
+                        let mut tags = hit.tags.clone();
+                        tags.push(key_tag(key));
+                        near.insert(key, hit.value.clone(), hit.ttl, &tags, clock)
                             .await;
                     }
                     return Some(hit.value);
@@ -400,6 +428,9 @@ impl Cache for TieredCache {
             match redis.set(key, &value, ttl, tags, clock).await {
                 Ok(_stored) => {
                     inner.succeeded();
+                    // After Redis changed: a racing read that got the old
+                    // value keeps nothing (other hosts hear it announced).
+                    inner.near_invalidate(&[key_tag(key)]).await;
                     return;
                 }
                 Err(e) => inner.failed(endpoint, &e),
@@ -416,12 +447,13 @@ impl Cache for TieredCache {
     async fn delete(&self, key: &str) {
         let inner = &self.inner;
         inner.memory.delete(key).await;
-        if let Some(near) = inner.near.as_ref() {
-            near.cache.delete(key).await;
-        }
+        inner.near_invalidate(&[key_tag(key)]).await;
         if let Some(redis) = inner.redis_for(endpoint_of(key)).await {
             match redis.delete(key).await {
-                Ok(()) => inner.succeeded(),
+                Ok(()) => {
+                    inner.succeeded();
+                    inner.near_invalidate(&[key_tag(key)]).await;
+                }
                 Err(e) => inner.failed(endpoint_of(key), &e),
             }
         }
@@ -430,10 +462,10 @@ impl Cache for TieredCache {
     async fn invalidate_tags(&self, tags: &[String]) {
         let inner = &self.inner;
         inner.memory.invalidate_tags(tags).await;
-        // At once here; other hosts hear it on the channel.
-        if let Some(near) = inner.near.as_ref() {
-            near.cache.invalidate_tags(tags).await;
-        }
+        // At once here, and again once Redis has it (a read racing with
+        // this one may have kept what Redis held until then); other hosts
+        // hear it on the channel.
+        inner.near_invalidate(tags).await;
         if inner.redis.is_none() {
             return;
         }
@@ -441,6 +473,7 @@ impl Cache for TieredCache {
             match redis.invalidate_tags(tags).await {
                 Ok(()) => {
                     inner.succeeded();
+                    inner.near_invalidate(tags).await;
                     return;
                 }
                 Err(e) => inner.failed("tags", &e),
