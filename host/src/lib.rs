@@ -113,14 +113,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
     cache_metrics.register(&mut reported);
     // Uncounted: `marketplace_db_statements_total` counts what requests run.
     let lag = relay::Lag::new(&mut reported);
-    let relay = relay::Relay::new(gate, lag.clone(), &mut reported);
+    let relay = Arc::new(relay::Relay::new(gate, lag.clone(), &mut reported));
     let metrics = Arc::new(metrics::Metrics::new(reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache = Arc::new(match &settings.redis {
         None => cache::TieredCache::memory_only(memory, cache_metrics),
         Some(redis) => {
             let redis = cache::RedisCache::new(redis.clone())?;
-            cache::TieredCache::with_redis(memory, redis, cache_metrics).await
+            let backlog: Arc<dyn cache::Backlog> = relay.clone();
+            cache::TieredCache::with_redis(memory, redis, Some(backlog), cache_metrics).await
         }
     });
     relay.spawn(&cache);

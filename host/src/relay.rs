@@ -183,7 +183,7 @@ impl Relay {
     }
 
     /// Runs passes every `INTERVAL` until `cache` is dropped.
-    pub fn spawn(self, cache: &Arc<TieredCache>) {
+    pub fn spawn(self: Arc<Self>, cache: &Arc<TieredCache>) {
         let cache = Arc::downgrade(cache);
         tokio::spawn(async move {
             let mut passes: u32 = 0;
@@ -197,7 +197,7 @@ impl Relay {
                 // A full batch delivered: there may be more; go on at once.
                 loop {
                     match self.pass(&cache, clean).await {
-                        Ok(delivered) if delivered == BATCH => clean = false,
+                        Ok(pass) if pass.delivered == BATCH => clean = false,
                         Ok(_) => break,
                         Err(e) => {
                             tracing::debug!(error = %e, "outbox relay: pass failed; retrying");
@@ -219,8 +219,8 @@ impl Relay {
     /// backlog Redis cannot take never hides new writes from the memory
     /// tier): each row to the memory tier once, then all their tags to
     /// Redis at once, then marks them delivered in one statement. Deletes
-    /// old rows if `clean`. Returns how many rows it delivered.
-    pub async fn pass(&self, cache: &TieredCache, clean: bool) -> Result<usize, DbError> {
+    /// old rows if `clean`.
+    pub async fn pass(&self, cache: &TieredCache, clean: bool) -> Result<Pass, DbError> {
         let rows = self
             .db
             .query(
@@ -285,6 +285,35 @@ impl Relay {
                 )
                 .await?;
         }
-        Ok(delivered)
+        Ok(Pass {
+            read: ids.len(),
+            delivered,
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Undelivered rows it read.
+    pub read: usize,
+    /// Of those, the rows it delivered to Redis and marked.
+    pub delivered: usize,
+}
+
+#[async_trait::async_trait]
+impl crate::cache::Backlog for Relay {
+    /// Passes until none is full: every row undelivered when it started is
+    /// then delivered, unless Redis refused one.
+    async fn deliver(&self, cache: &TieredCache) -> Result<bool, String> {
+        loop {
+            let pass = self.pass(cache, false).await.map_err(|e| e.to_string())?;
+            if pass.delivered < pass.read {
+                return Ok(false);
+            }
+            if pass.read < BATCH {
+                return Ok(true);
+            }
+        }
     }
 }

@@ -23,6 +23,7 @@ async fn caches() -> Vec<(&'static str, Arc<dyn Cache>, Option<RedisPrefix>)> {
         let tiered = TieredCache::with_redis(
             MemoryCache::new(1 << 20),
             redis,
+            None,
             Arc::new(CacheMetrics::default()),
         )
         .await;
@@ -177,6 +178,7 @@ async fn redis_entries_expire_after_their_ttl() {
     let cache = TieredCache::with_redis(
         MemoryCache::new(1 << 20),
         RedisCache::new(prefix.settings.clone()).unwrap(),
+        None,
         Arc::new(CacheMetrics::default()),
     )
     .await;

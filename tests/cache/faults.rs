@@ -50,6 +50,7 @@ async fn an_entry_invalidated_while_redis_was_down_is_not_served_after_recovery(
     let cache = TieredCache::with_redis(
         MemoryCache::new(1 << 20),
         RedisCache::new(prefix.settings.clone()).unwrap(),
+        None,
         metrics.clone(),
     )
     .await;
@@ -234,6 +235,7 @@ async fn two_caches() -> Option<(Proxy, support::redis::RedisPrefix, TieredCache
     let a = TieredCache::with_redis(
         MemoryCache::new(1 << 20),
         RedisCache::new(prefix.settings.clone()).unwrap(),
+        None,
         Arc::new(CacheMetrics::default()),
     )
     .await;
@@ -244,6 +246,7 @@ async fn two_caches() -> Option<(Proxy, support::redis::RedisPrefix, TieredCache
     let b = TieredCache::with_redis(
         MemoryCache::new(1 << 20),
         RedisCache::new(direct).unwrap(),
+        None,
         Arc::new(CacheMetrics::default()),
     )
     .await;

@@ -2,6 +2,8 @@
 //! others, whichever host or channel fails after its commit.
 
 use super::{Fleet, details, eventually, install};
+use std::time::{Duration, Instant};
+use support::counter;
 
 // Host A cannot reach Redis when it writes, so its invalidation cannot be
 // told to Redis; then A dies. B and C must still stop serving the old
@@ -110,4 +112,53 @@ async fn a_write_is_seen_on_a_host_whose_redis_alone_is_down() {
         })
         .await;
     }
+}
+
+// Redis is down for every host when A writes, and A dies before Redis is
+// back: only the outbox knows that Redis still holds the old answer. When
+// Redis returns, B must not serve that answer from it, not even for the
+// moment between its breaker closing and a relay delivering the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_redis_serves_nothing_invalidated_during_it() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let (a, a_redis) = fleet.host_behind_proxy().await;
+    let (b, b_redis) = fleet.host_behind_proxy().await;
+    let id = "agent-000014";
+    let (_, before) = details(&b.app, id).await;
+    assert_eq!(details(&b.app, id).await, ("HIT".into(), before));
+
+    a_redis.cut().await;
+    b_redis.cut().await;
+    assert_eq!(install(&a.app, id).await, 201);
+    drop(a);
+    eventually("host B sees the install during the outage", || async {
+        details(&b.app, id).await.1 == before + 1
+    })
+    .await;
+
+    let on_redis = || async {
+        let mut served = 0;
+        for tier in ["redis", "near"] {
+            for outcome in ["hit", "miss"] {
+                served += counter(&b.app, "marketplace:agent", tier, outcome).await;
+            }
+        }
+        served
+    };
+    let before_return = on_redis().await;
+    b_redis.restore();
+    // Until B is back on Redis and a while after: every answer is new.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            details(&b.app, id).await.1,
+            before + 1,
+            "an answer from before the write, {:?} after Redis came back",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(on_redis().await > before_return, "B is back on Redis");
 }

@@ -48,7 +48,7 @@ mod tiered;
 pub use memory::MemoryCache;
 pub use metrics::CacheMetrics;
 pub use redis::{RedisCache, RedisSettings};
-pub use tiered::TieredCache;
+pub use tiered::{Backlog, TieredCache};
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -13,7 +13,10 @@
 //! - Tags invalidated while Redis is out are applied to the memory tier at
 //!   once and remembered; Redis is not read again until they have been
 //!   applied there too, so nothing invalidated during the outage is served
-//!   after it.
+//!   after it. Other hosts' writes of that time may not have reached Redis
+//!   either: the breaker closes only once the `Backlog` (the outbox) has
+//!   been delivered to it, unless the backlog cannot be read (the database
+//!   is down too; it is delivered when it can be).
 //! - The near cache keeps Redis hits in process memory and serves them
 //!   while this host's subscription to the invalidations channel is up
 //!   (`subscribe`) and the breaker is closed; it is flushed when the
@@ -40,6 +43,17 @@ const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest life of an entry written to the memory tier while Redis is out.
 pub const DEGRADED_TTL: Duration = Duration::from_secs(30);
 
+/// Invalidations recorded while Redis may not have been told of them (the
+/// outbox): delivered to Redis before this host reads Redis again after
+/// losing it, and before it reads Redis at all after starting.
+#[async_trait]
+pub trait Backlog: Send + Sync {
+    /// Delivers every undelivered invalidation to `cache`'s Redis (see
+    /// `TieredCache::deliver_to_redis`). `Ok(false)`: Redis did not take
+    /// them all; `Err`: the backlog could not be read.
+    async fn deliver(&self, cache: &TieredCache) -> Result<bool, String>;
+}
+
 /// Redis's health as seen by this host.
 #[derive(Default)]
 struct Breaker {
@@ -47,6 +61,9 @@ struct Breaker {
     failures: AtomicU32,
     /// Whether requests skip Redis.
     open: AtomicBool,
+    /// Whether the probe is delivering the backlog before closing: Redis
+    /// takes deliveries (only) then, though the breaker is open.
+    catching_up: AtomicBool,
 }
 
 /// Redis hits kept in process memory, valid only while this host hears
@@ -67,6 +84,8 @@ struct Inner {
     breaker: Breaker,
     /// Tags invalidated while Redis could not be told.
     pending: Mutex<BTreeSet<String>>,
+    /// What other hosts may not have told Redis.
+    backlog: Option<Arc<dyn Backlog>>,
     metrics: Arc<CacheMetrics>,
 }
 
@@ -79,29 +98,45 @@ impl TieredCache {
     /// Memory only.
     pub fn memory_only(memory: MemoryCache, metrics: Arc<CacheMetrics>) -> Self {
         tracing::info!("cache: REDIS_URL unset, using the in-process memory tier");
-        Self::build(memory, None, metrics)
+        Self::build(memory, None, None, metrics)
     }
 
-    /// Redis in front of `memory`. Connects now if it can; otherwise starts
-    /// degraded and lets the probe connect later.
+    /// Redis in front of `memory`. Connects now if it can, and delivers
+    /// `backlog` before reading Redis; otherwise starts degraded and lets
+    /// the probe do both later.
     pub async fn with_redis(
         memory: MemoryCache,
         redis: RedisCache,
+        backlog: Option<Arc<dyn Backlog>>,
         metrics: Arc<CacheMetrics>,
     ) -> Self {
         let reachable = redis.connect().await;
-        let cache = Self::build(memory, Some(redis), metrics);
+        let cache = Self::build(memory, Some(redis), backlog, metrics);
+        cache.inner.breaker.open.store(true, Ordering::SeqCst);
         match reachable {
-            Ok(()) => tracing::info!("cache: Redis"),
+            Ok(()) => {
+                if cache.inner.catch_up().await {
+                    cache.inner.breaker.open.store(false, Ordering::SeqCst);
+                    tracing::info!("cache: Redis");
+                } else {
+                    tracing::warn!(
+                        "cache: Redis did not take the outbox's backlog at start; using the memory tier until it does"
+                    );
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cache: Redis unreachable at start; using the memory tier until it answers");
-                cache.inner.breaker.open.store(true, Ordering::SeqCst);
             }
         }
         cache
     }
 
-    fn build(memory: MemoryCache, redis: Option<RedisCache>, metrics: Arc<CacheMetrics>) -> Self {
+    fn build(
+        memory: MemoryCache,
+        redis: Option<RedisCache>,
+        backlog: Option<Arc<dyn Backlog>>,
+        metrics: Arc<CacheMetrics>,
+    ) -> Self {
         let near = redis
             .as_ref()
             .map(RedisCache::near_cache_bytes)
@@ -116,6 +151,7 @@ impl TieredCache {
             near,
             breaker: Breaker::default(),
             pending: Mutex::new(BTreeSet::new()),
+            backlog,
             metrics,
         });
         if inner.redis.is_some() {
@@ -129,14 +165,20 @@ impl TieredCache {
 
     /// Invalidates `tags` in Redis, for the outbox relay, in calls of at
     /// most 500 tags. Returns whether Redis took them all; `false` without
-    /// Redis. Unlike `invalidate_tags`, nothing is kept pending here: the
-    /// outbox rows stay undelivered instead.
+    /// Redis, and while the breaker is open unless the probe is delivering
+    /// the backlog. Unlike `invalidate_tags`, nothing is kept pending here:
+    /// the outbox rows stay undelivered instead.
     pub async fn deliver_to_redis(&self, tags: &[String]) -> bool {
         let inner = &self.inner;
         if inner.redis.is_none() {
             return false;
         }
-        let Some(redis) = inner.redis_for("tags").await else {
+        let redis = if inner.breaker.catching_up.load(Ordering::SeqCst) {
+            inner.redis.as_ref()
+        } else {
+            inner.redis_for("tags").await
+        };
+        let Some(redis) = redis else {
             return false;
         };
         for chunk in tags.chunks(500) {
@@ -175,7 +217,8 @@ impl TieredCache {
 }
 
 /// Pings Redis while the breaker is open; closes it when Redis answers and
-/// knows of every pending invalidation. Ends when the cache is dropped.
+/// knows of every pending invalidation, this host's and the backlog's.
+/// Ends when the cache is dropped.
 async fn probe(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(PROBE_INTERVAL).await;
@@ -191,7 +234,7 @@ async fn probe(inner: Weak<Inner>) {
             redis.ping().await?;
             inner.flush_pending(redis).await
         };
-        if healthy.await.is_ok() {
+        if healthy.await.is_ok() && inner.catch_up().await {
             inner.breaker.failures.store(0, Ordering::SeqCst);
             inner.breaker.open.store(false, Ordering::SeqCst);
             tracing::info!("cache: Redis answers again; back on Redis");
@@ -270,6 +313,28 @@ async fn subscribe(inner: Weak<Inner>) {
 }
 
 impl Inner {
+    /// Delivers the backlog to Redis, breaker open: whether Redis may be
+    /// read now (it took the backlog, or there is none, or it cannot be
+    /// read: the database is down too, and no write can add to it).
+    async fn catch_up(self: &Arc<Self>) -> bool {
+        let Some(backlog) = self.backlog.clone() else {
+            return true;
+        };
+        self.breaker.catching_up.store(true, Ordering::SeqCst);
+        let cache = TieredCache {
+            inner: self.clone(),
+        };
+        let delivered = backlog.deliver(&cache).await;
+        self.breaker.catching_up.store(false, Ordering::SeqCst);
+        match delivered {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: cannot read the outbox's backlog; back on Redis without it (the relay delivers it when it can)");
+                true
+            }
+        }
+    }
+
     /// Invalidates `tags` in the near cache, if there is one.
     async fn near_invalidate(&self, tags: &[String]) {
         if let Some(near) = self.near.as_ref() {
