@@ -79,7 +79,18 @@ pub struct Settings {
 /// that need it get 503 while a background task retries the migrations
 /// (and the demo data) until they succeed.
 pub async fn build(settings: &Settings) -> anyhow::Result<axum::Router> {
-    let databases = db::connect(&settings.database_url, &settings.db).await?;
+    build_wrapping(settings, |databases| databases).await
+}
+
+/// `build`, with the database's two views passed through `wrap` before
+/// anything uses them: the seam through which tests put a fault between
+/// two of the host's steps (a `Database` that delegates, then fails or
+/// freezes).
+pub async fn build_wrapping(
+    settings: &Settings,
+    wrap: impl FnOnce(db::Databases) -> db::Databases,
+) -> anyhow::Result<axum::Router> {
+    let databases = wrap(db::connect(&settings.database_url, &settings.db).await?);
     let gate = Arc::new(db::Gate::new(databases.host));
     let component_gate = Arc::new(gate.sibling(databases.components));
     let demo = (settings.demo_agents > 0).then(|| seed::DemoSpec {

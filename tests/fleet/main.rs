@@ -4,6 +4,7 @@
 //! test cuts it. Tests wait for propagation with a generous bound, then
 //! assert; they never assert timings.
 
+mod crash;
 mod invalidation;
 mod near;
 mod workload;
@@ -61,6 +62,28 @@ impl Fleet {
             ..self.prefix.settings.clone()
         };
         (self.host_with_redis(settings).await, proxy)
+    }
+
+    /// A host reaching Redis directly, its database views passed through
+    /// `wrap` (see `host::build_wrapping`).
+    async fn host_wrapping(
+        &self,
+        wrap: impl FnOnce(host::db::Databases) -> host::db::Databases,
+    ) -> TestHost {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let settings = support::settings_with(
+            dir.path(),
+            &support::manifest_of(DEFAULT_ROUTES),
+            false,
+            Some(self.schema.url.clone()),
+            Some(self.prefix.settings.clone()),
+            SandboxConfig::default(),
+            HttpLimits::default(),
+        );
+        let app = host::build_wrapping(&settings, wrap)
+            .await
+            .expect("host builds");
+        TestHost { app, _dir: dir }
     }
 
     async fn host_with_redis(&self, redis: RedisSettings) -> TestHost {

@@ -135,13 +135,19 @@ pub async fn build_in(
     http: HttpLimits,
     routes: &[(&str, &str, &[&str])],
 ) -> Router {
+    let manifest = manifest_of(routes);
+    build_with(dir, &manifest, false, database_url, redis, sandbox, http).await
+}
+
+/// A manifest of the built components serving `routes`.
+pub fn manifest_of(routes: &[(&str, &str, &[&str])]) -> String {
     let mut manifest = format!("dir = {:?}\n", components_dir().display().to_string());
     for (name, file, prefixes) in routes {
         manifest.push_str(&format!(
             "[[component]]\nname = {name:?}\nfile = {file:?}\nroutes = {prefixes:?}\n"
         ));
     }
-    build_with(dir, &manifest, false, database_url, redis, sandbox, http).await
+    manifest
 }
 
 /// A host in `dir` with the manifest `manifest`, watching its components'
@@ -155,9 +161,24 @@ pub async fn build_with(
     sandbox: SandboxConfig,
     http: HttpLimits,
 ) -> Router {
+    let settings = settings_with(dir, manifest, watch, database_url, redis, sandbox, http);
+    host::build(&settings).await.expect("host builds")
+}
+
+/// The settings of a host in `dir` (see `build_with`), its manifest
+/// written there.
+pub fn settings_with(
+    dir: &std::path::Path,
+    manifest: &str,
+    watch: bool,
+    database_url: Option<String>,
+    redis: Option<host::cache::RedisSettings>,
+    sandbox: SandboxConfig,
+    http: HttpLimits,
+) -> Settings {
     let manifest_path = dir.join("components.toml");
     std::fs::write(&manifest_path, manifest).expect("manifest written");
-    let settings = Settings {
+    Settings {
         database_url: database_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("test.db").display())),
         db: host::db::DbOptions {
@@ -172,6 +193,5 @@ pub async fn build_with(
         redis,
         state_dir: dir.join("state"),
         watch_components: watch,
-    };
-    host::build(&settings).await.expect("host builds")
+    }
 }
