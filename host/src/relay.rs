@@ -44,6 +44,15 @@ const CLEAN_EVERY: u32 = 50;
 
 /// How long after a failed connection the listener tries again.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often the listening connection is proven alive, and how long that
+/// (and connecting) may take: a connection cut without a word (a
+/// partition, a middlebox dropping an idle flow) would otherwise look like
+/// a quiet one for ever, and its notices would be lost unseen.
+const LISTEN_PING: Duration = Duration::from_millis(500);
+const LISTEN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Longest a relay pass may take before it is given up (a connection that
+/// stopped answering mid-statement must not stop the relay for good).
+const PASS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commit to applied, per host: what the relay and the listener observe.
 #[derive(Clone)]
@@ -72,9 +81,11 @@ impl Lag {
 /// Listens for invalidation notices on PostgreSQL (`database_url`) and
 /// applies each to `cache`'s memory tier, until the cache is dropped. A
 /// host whose Redis is down so still hears every other host's writes at
-/// once; with Redis up it costs nothing but the notices. When the listening
-/// connection is lost, notices sent meanwhile are lost with it: the memory
-/// tier is flushed when it is back (the outbox covers Redis).
+/// once; with Redis up it costs nothing but the notices and a ping every
+/// `LISTEN_PING`. When the listening connection is lost (closed, or a
+/// ping unanswered within `LISTEN_TIMEOUT`), notices sent meanwhile are
+/// lost with it: the memory tier is flushed then, and again once it
+/// listens anew (the outbox covers Redis).
 pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
     let cache = Arc::downgrade(cache);
     tokio::spawn(async move {
@@ -84,10 +95,18 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
             match listen_once(&database_url, &cache, &lag, &mut missed).await {
                 Ok(()) => return,
                 Err(e) => {
-                    if cache.strong_count() == 0 {
+                    let Some(live) = cache.upgrade() else {
                         return;
+                    };
+                    if !std::mem::replace(&mut missed, true) {
+                        // It listened, then lost the connection: notices
+                        // may be missed from now on.
+                        tracing::warn!(error = %e, "invalidation listener: connection lost; memory tier flushed");
+                        live.flush_memory();
+                    } else {
+                        tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
                     }
-                    tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
+                    drop(live);
                     tokio::time::sleep(LISTEN_RETRY).await;
                 }
             }
@@ -97,19 +116,27 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
 
 /// One listening connection: `Ok` when the cache is gone, `Err` when the
 /// connection is (or could not be made). Once it listens, it flushes the
-/// memory tier if notices were `missed` since the last connection.
+/// memory tier if notices were `missed` since the last connection, and
+/// clears `missed`.
 async fn listen_once(
     database_url: &str,
     cache: &Weak<TieredCache>,
     lag: &Lag,
     missed: &mut bool,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
-    let channel: String =
-        sqlx::query_scalar(&format!("SELECT {}", crate::db::INVALIDATIONS_CHANNEL))
-            .fetch_one(&mut listener)
-            .await?;
-    listener.listen(&channel).await?;
+    let timed_out = || sqlx::Error::Io(std::io::ErrorKind::TimedOut.into());
+    let connect = async {
+        let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+        let channel: String =
+            sqlx::query_scalar(&format!("SELECT {}", crate::db::INVALIDATIONS_CHANNEL))
+                .fetch_one(&mut listener)
+                .await?;
+        listener.listen(&channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    let mut listener = tokio::time::timeout(LISTEN_TIMEOUT, connect)
+        .await
+        .map_err(|_| timed_out())??;
     let Some(live) = cache.upgrade() else {
         return Ok(());
     };
@@ -118,11 +145,25 @@ async fn listen_once(
         live.flush_memory();
     }
     drop(live);
-    // From here on, an end of this connection may lose notices.
-    *missed = true;
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // `try_recv` is cancel-safe: a ping between two notices loses none.
+        let notice = tokio::select! {
+            notice = listener.try_recv() => notice?,
+            _ = ping.tick() => {
+                if cache.strong_count() == 0 {
+                    return Ok(());
+                }
+                let answer = sqlx::query("SELECT 1").execute(&mut listener);
+                tokio::time::timeout(LISTEN_TIMEOUT, answer)
+                    .await
+                    .map_err(|_| timed_out())??;
+                continue;
+            }
+        };
         // `None`: the connection was lost.
-        let Some(notice) = listener.try_recv().await? else {
+        let Some(notice) = notice else {
             return Err(sqlx::Error::PoolClosed);
         };
         let Some(cache) = cache.upgrade() else {
@@ -196,11 +237,17 @@ impl Relay {
                 let mut clean = passes.is_multiple_of(CLEAN_EVERY);
                 // A full batch delivered: there may be more; go on at once.
                 loop {
-                    match self.pass(&cache, clean).await {
-                        Ok(pass) if pass.delivered == BATCH => clean = false,
-                        Ok(_) => break,
-                        Err(e) => {
+                    match tokio::time::timeout(PASS_TIMEOUT, self.pass(&cache, clean)).await {
+                        Ok(Ok(pass)) if pass.delivered == BATCH => clean = false,
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => {
                             tracing::debug!(error = %e, "outbox relay: pass failed; retrying");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                "outbox relay: a pass took over {PASS_TIMEOUT:?}; given up, retrying"
+                            );
                             break;
                         }
                     }

@@ -162,3 +162,47 @@ async fn after_an_outage_redis_serves_nothing_invalidated_during_it() {
     }
     assert!(on_redis().await > before_return, "B is back on Redis");
 }
+
+// B cannot reach Redis, so only PostgreSQL's notices tell its memory tier
+// of other hosts' writes; then B's connections to PostgreSQL go silent
+// without being closed (a partition). B must notice that it hears nothing
+// and stop serving what it cached, rather than serve it until
+// `DEGRADED_TTL`; once the partition heals it serves the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_listener_goes_silent_stops_serving_what_it_cached() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fleet.host().await;
+    let (b, b_redis, b_pg) = fleet.host_behind_proxies().await;
+    b_redis.cut().await;
+    let id = "agent-000016";
+    let (_, before) = details(&a.app, id).await;
+    eventually("host B caches the details in memory", || async {
+        details(&b.app, id).await == ("HIT".into(), before)
+    })
+    .await;
+
+    b_pg.partition();
+    assert_eq!(install(&a.app, id).await, 201);
+    eventually("host B stops serving the old answer", || async {
+        install_count(&b.app, id).await != Some(before)
+    })
+    .await;
+
+    b_pg.restore();
+    eventually("host B serves the install", || async {
+        install_count(&b.app, id).await == Some(before + 1)
+    })
+    .await;
+}
+
+/// The install count `app` answers for agent `id`, `None` if it cannot
+/// answer.
+async fn install_count(app: &axum::Router, id: &str) -> Option<i64> {
+    let (response, body) = support::get(app, &format!("/api/marketplace/agents/{id}")).await;
+    if response.status() != 200 {
+        return None;
+    }
+    support::json(&body)["agent"]["installCount"].as_i64()
+}

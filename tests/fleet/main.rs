@@ -56,12 +56,18 @@ impl Fleet {
 
     /// A host reaching Redis through a proxy of its own.
     async fn host_behind_proxy(&self) -> (TestHost, Proxy) {
+        let (settings, proxy) = self.redis_behind_proxy().await;
+        (self.host_with_redis(settings).await, proxy)
+    }
+
+    /// This fleet's Redis settings through a new proxy.
+    async fn redis_behind_proxy(&self) -> (RedisSettings, Proxy) {
         let proxy = Proxy::start(self.redis, true).await;
         let settings = RedisSettings {
             url: format!("redis://{}", proxy.addr),
             ..self.prefix.settings.clone()
         };
-        (self.host_with_redis(settings).await, proxy)
+        (settings, proxy)
     }
 
     /// A host reaching Redis directly, its database views passed through
@@ -84,6 +90,21 @@ impl Fleet {
             .await
             .expect("host builds");
         TestHost { app, _dir: dir }
+    }
+
+    /// A host reaching Redis and PostgreSQL through proxies of its own.
+    async fn host_behind_proxies(&self) -> (TestHost, Proxy, Proxy) {
+        let (redis, redis_proxy) = self.redis_behind_proxy().await;
+        let pg_proxy = Proxy::start(self.schema.server(), true).await;
+        let host = host_on(
+            Some(self.schema.url_via(pg_proxy.addr)),
+            Some(redis),
+            SandboxConfig::default(),
+            HttpLimits::default(),
+            DEFAULT_ROUTES,
+        )
+        .await;
+        (host, redis_proxy, pg_proxy)
     }
 
     async fn host_with_redis(&self, redis: RedisSettings) -> TestHost {

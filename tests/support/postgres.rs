@@ -57,6 +57,30 @@ pub async fn fresh_schema() -> Option<PgSchema> {
     Some(PgSchema { base, name, url })
 }
 
+impl PgSchema {
+    /// The server's address.
+    pub fn server(&self) -> std::net::SocketAddr {
+        use std::net::ToSocketAddrs;
+        authority(&self.url)
+            .to_socket_addrs()
+            .expect("a PostgreSQL address")
+            .next()
+            .expect("PostgreSQL resolves")
+    }
+
+    /// `url`, through `addr` (a proxy) instead of the server's address.
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        self.url.replace(&authority(&self.url), &addr.to_string())
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db?…` URL.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let base = self.base.clone();

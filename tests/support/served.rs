@@ -98,7 +98,7 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
             // look down.
             redis.settings.op_timeout = Duration::from_secs(2);
             let proxy = if db_behind_proxy {
-                Some(Proxy::start(pg_addr(&schema.url), true).await)
+                Some(Proxy::start(schema.server(), true).await)
             } else {
                 None
             };
@@ -106,7 +106,7 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
         }
     };
     let database_url = schema.as_ref().map(|s| match &db_proxy {
-        Some(p) => s.url.replace(&pg_authority(&s.url), &p.addr.to_string()),
+        Some(p) => s.url_via(p.addr),
         None => s.url.clone(),
     });
     let app = crate::build_in(
@@ -137,22 +137,6 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
         _redis: redis,
         _dir: dir,
     })
-}
-
-/// `host:port` of a `postgres://user@host:port/db?…` URL.
-fn pg_authority(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
-    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
-}
-
-fn pg_addr(url: &str) -> std::net::SocketAddr {
-    use std::net::ToSocketAddrs;
-    pg_authority(url)
-        .to_socket_addrs()
-        .expect("a PostgreSQL address")
-        .next()
-        .expect("PostgreSQL resolves")
 }
 
 impl Served {
