@@ -124,7 +124,7 @@ pub async fn build_wrapping(
     cache_metrics.register(&mut reported);
     // Uncounted: `marketplace_db_statements_total` counts what requests run.
     let lag = relay::Lag::new(&mut reported);
-    let relay = Arc::new(relay::Relay::new(gate, lag.clone(), &mut reported));
+    let relay = Arc::new(relay::Relay::new(gate, lag, &mut reported));
     let metrics = Arc::new(metrics::Metrics::new(reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache = Arc::new(match &settings.redis {
@@ -135,9 +135,9 @@ pub async fn build_wrapping(
             cache::TieredCache::with_redis(memory, redis, Some(backlog), cache_metrics).await
         }
     });
-    relay.spawn(&cache);
+    relay.clone().spawn(&cache);
     if settings.database_url.starts_with("postgres") {
-        relay::listen(settings.database_url.clone(), &cache, lag);
+        relay::listen(settings.database_url.clone(), &cache, &relay);
     }
     let capabilities = runtime::Capabilities {
         cache,

@@ -26,9 +26,9 @@ use crate::cache::TieredCache;
 use crate::db::{Database, DbError, Value};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often each host reads the outbox.
 pub const INTERVAL: Duration = Duration::from_millis(200);
@@ -50,11 +50,15 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// a quiet one for ever, and its notices would be lost unseen.
 const LISTEN_PING: Duration = Duration::from_millis(500);
 const LISTEN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a row applied to the memory tier is remembered as applied
+/// after the relay last read it undelivered (or the listener heard it).
+const APPLIED_MEMORY: Duration = Duration::from_secs(5);
 /// Longest a relay pass may take before it is given up (a connection that
 /// stopped answering mid-statement must not stop the relay for good).
 const PASS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Commit to applied, per host: what the relay and the listener observe.
+/// Commit to applied, per host: observed once per invalidation and host, by
+/// whichever of the relay and the listener applies it first.
 #[derive(Clone)]
 pub struct Lag(Histogram);
 
@@ -86,13 +90,17 @@ impl Lag {
 /// ping unanswered within `LISTEN_TIMEOUT`), notices sent meanwhile are
 /// lost with it: the memory tier is flushed then, and again once it
 /// listens anew (the outbox covers Redis).
-pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
+pub fn listen(database_url: String, cache: &Arc<TieredCache>, relay: &Relay) {
     let cache = Arc::downgrade(cache);
+    let heard = Heard {
+        lag: relay.lag.clone(),
+        applied: relay.applied.clone(),
+    };
     tokio::spawn(async move {
         // Until the first connection listens, notices are missed too.
         let mut missed = true;
         loop {
-            match listen_once(&database_url, &cache, &lag, &mut missed).await {
+            match listen_once(&database_url, &cache, &heard, &mut missed).await {
                 Ok(()) => return,
                 Err(e) => {
                     let Some(live) = cache.upgrade() else {
@@ -121,7 +129,7 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, lag: Lag) {
 async fn listen_once(
     database_url: &str,
     cache: &Weak<TieredCache>,
-    lag: &Lag,
+    heard: &Heard,
     missed: &mut bool,
 ) -> Result<(), sqlx::Error> {
     let timed_out = || sqlx::Error::Io(std::io::ErrorKind::TimedOut.into());
@@ -170,8 +178,15 @@ async fn listen_once(
             return Ok(());
         };
         let notice: serde_json::Value = serde_json::from_str(notice.payload()).unwrap_or_default();
+        // Applied once per host, by whichever of the relay and the listener
+        // has it first (a notice without an id is from an older host).
+        if let Some(id) = notice["id"].as_str()
+            && !heard.applied.first(id)
+        {
+            continue;
+        }
         if let Some(at) = notice["at"].as_i64() {
-            lag.observe(at);
+            heard.lag.observe(at);
         }
         match notice["tags"].as_array() {
             Some(tags) => {
@@ -186,6 +201,43 @@ async fn listen_once(
     }
 }
 
+/// What the listener needs of its host's relay.
+struct Heard {
+    lag: Lag,
+    applied: Arc<Applied>,
+}
+
+/// The invalidations already applied to this host's memory tier, by the
+/// relay or the listener, so that each is applied (and its lag observed)
+/// once per host, and a row Redis cannot take yet is not applied again at
+/// every pass (each time would empty that tier of the row's tags).
+#[derive(Default)]
+struct Applied(Mutex<HashMap<String, Instant>>);
+
+impl Applied {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        // A poisoned map only means a pass panicked mid-way; applying a row
+        // twice is harmless.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `id` as applied now; whether it was not yet.
+    fn first(&self, id: &str) -> bool {
+        let mut ids = self.ids();
+        if let Some(at) = ids.get_mut(id) {
+            *at = Instant::now();
+            return false;
+        }
+        ids.insert(id.to_string(), Instant::now());
+        true
+    }
+
+    /// Forgets the ids not seen for `APPLIED_MEMORY`.
+    fn forget_old(&self) {
+        self.ids().retain(|_, at| at.elapsed() < APPLIED_MEMORY);
+    }
+}
+
 /// One host's relay.
 pub struct Relay {
     /// The host's view of the database.
@@ -195,10 +247,8 @@ pub struct Relay {
     /// Commit to applied.
     lag: Lag,
 
-    /// Rows of the last pass already applied to this host's memory tier,
-    /// so that a row Redis cannot take yet is not applied again at every
-    /// pass (each time would empty that tier of the row's tags).
-    applied: Mutex<HashSet<String>>,
+    /// Rows already applied to this host's memory tier.
+    applied: Arc<Applied>,
 }
 
 impl Relay {
@@ -219,7 +269,7 @@ impl Relay {
             db,
             backlog,
             lag,
-            applied: Mutex::default(),
+            applied: Arc::default(),
         }
     }
 
@@ -256,12 +306,6 @@ impl Relay {
         });
     }
 
-    fn applied(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A poisoned set only means a pass panicked mid-way; applying a row
-        // twice is harmless.
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Delivers what is undelivered now (the newest `BATCH` rows, so that a
     /// backlog Redis cannot take never hides new writes from the memory
     /// tier): each row to the memory tier once, then all their tags to
@@ -283,7 +327,7 @@ impl Relay {
                 continue;
             };
             let tags: Vec<String> = serde_json::from_str(tags).unwrap_or_default();
-            if self.applied().insert(id.clone()) {
+            if self.applied.first(id) {
                 if let Some(Value::Int(at)) = row.get(2) {
                     self.lag.observe(*at);
                 }
@@ -292,14 +336,8 @@ impl Relay {
             all_tags.extend(tags);
             ids.push(Value::Text(id.clone()));
         }
-        let seen: HashSet<&str> = ids
-            .iter()
-            .filter_map(|v| match v {
-                Value::Text(id) => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        self.applied().retain(|id| seen.contains(id.as_str()));
+        // Rows read in this pass were just marked as seen now.
+        self.applied.forget_old();
         let all_tags: Vec<String> = all_tags.into_iter().collect();
         let delivered = if !ids.is_empty() && cache.deliver_to_redis(&all_tags).await {
             let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();

@@ -206,3 +206,38 @@ async fn install_count(app: &axum::Router, id: &str) -> Option<i64> {
     }
     support::json(&body)["agent"]["installCount"].as_i64()
 }
+
+// Without Redis no row is ever marked delivered, so each host's relay and
+// its listener both apply every write: the lag histogram must still count
+// each write once per host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_observes_the_lag_of_a_write_once() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fleet.host_without_redis().await;
+    let b = fleet.host_without_redis().await;
+    let id = "agent-000017";
+    let (_, before) = details(&b.app, id).await;
+    assert_eq!(install(&a.app, id).await, 201);
+    eventually("host B sees the install", || async {
+        details(&b.app, id).await.1 == before + 1
+    })
+    .await;
+    // Several relay passes, each reading the undelivered row again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (name, host) in [("A", &a), ("B", &b)] {
+        assert_eq!(lag_observations(&host.app).await, 1, "on host {name}");
+    }
+}
+
+/// How many invalidations `app` observed the lag of.
+async fn lag_observations(app: &axum::Router) -> u64 {
+    let (_, body) = support::get(app, "/metrics").await;
+    String::from_utf8(body)
+        .expect("metrics are text")
+        .lines()
+        .find_map(|l| l.strip_prefix("marketplace_invalidation_lag_seconds_count "))
+        .map(|v| v.trim().parse().expect("a count"))
+        .unwrap_or(0)
+}

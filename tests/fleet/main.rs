@@ -92,6 +92,18 @@ impl Fleet {
         TestHost { app, _dir: dir }
     }
 
+    /// A host without Redis (its memory tier only).
+    async fn host_without_redis(&self) -> TestHost {
+        host_on(
+            Some(self.schema.url.clone()),
+            None,
+            SandboxConfig::default(),
+            HttpLimits::default(),
+            DEFAULT_ROUTES,
+        )
+        .await
+    }
+
     /// A host reaching Redis and PostgreSQL through proxies of its own.
     async fn host_behind_proxies(&self) -> (TestHost, Proxy, Proxy) {
         let (redis, redis_proxy) = self.redis_behind_proxy().await;

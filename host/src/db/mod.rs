@@ -86,11 +86,12 @@ impl Invalidation {
     /// the time as JSON, or, past what a PostgreSQL notification holds,
     /// `flush`, which empties the receivers' memory tiers.
     pub fn notice(&self) -> String {
-        let notice = serde_json::json!({ "tags": self.tags, "at": self.at_ms }).to_string();
+        let notice =
+            serde_json::json!({ "id": self.id, "tags": self.tags, "at": self.at_ms }).to_string();
         if notice.len() <= MAX_NOTICE_BYTES {
             notice
         } else {
-            serde_json::json!({ "flush": true, "at": self.at_ms }).to_string()
+            serde_json::json!({ "id": self.id, "flush": true, "at": self.at_ms }).to_string()
         }
     }
 
