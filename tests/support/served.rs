@@ -94,7 +94,7 @@ pub async fn serve(stack: Stack, db_behind_proxy: bool) -> Option<Served> {
             let redis_url = crate::redis::server_url()?;
             let mut redis = crate::redis::fresh_prefix(&redis_url);
             // These tests are about the API, not about degradation (which
-            // `cache_faults.rs` covers): a loaded machine must not make Redis
+            // `cache/faults.rs` covers): a loaded machine must not make Redis
             // look down.
             redis.settings.op_timeout = Duration::from_secs(2);
             let proxy = if db_behind_proxy {

@@ -3,7 +3,7 @@
 //! uses the same SQL on both engines, except the DDL of the value table,
 //! where the engines' type names differ. It runs on the host's view of the
 //! database, which may create that table; what components may and may not
-//! do on theirs is `sql_sandbox.rs`.
+//! do on theirs is `security/sql.rs`.
 
 use host::db::{Database, DbError, DbOptions, Rows, Statement, Value};
 use host::seed::{self, DemoSpec, SeedOutcome};
