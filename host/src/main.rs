@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create an API token (and its user and workspace if they are new) in
     /// the database, and print it. Only its hash is stored.
     CreateToken(CreateTokenArgs),
@@ -149,6 +149,15 @@ struct ServeArgs {
     /// PAGEMAP_SCAN (ignored where the kernel lacks it).
     #[arg(long, env = "PAGEMAP_SCAN", default_value_t = host::runtime::DEFAULT_PAGEMAP_SCAN, action = clap::ArgAction::Set)]
     pagemap_scan: bool,
+    /// The longest TTL, in seconds, any cache entry a component stores
+    /// gets, whatever it asks for (unset: what it asks for).
+    #[arg(long, env = "CACHE_MAX_TTL", value_parser = clap::value_parser!(u64).range(1..))]
+    cache_max_ttl: Option<u64>,
+    /// Seconds a component's cache entries are kept after their TTL, served
+    /// (`X-Cache: STALE`) when the database cannot answer a GET; a
+    /// component's `stale_grace` in the manifest overrides it; 0: none.
+    #[arg(long, env = "CACHE_STALE_GRACE", default_value_t = host::runtime::DEFAULT_STALE_GRACE.as_secs())]
+    cache_stale_grace: u64,
     /// Benchmarks only: also serve the native baseline of the browse and
     /// details cache-hit path under `/native` (see BENCHMARKS.md).
     #[arg(long, env = "NATIVE_BASELINE", default_value_t = false, action = clap::ArgAction::Set)]
@@ -164,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::CreateToken(args) => create_token(args).await,
     }
 }
@@ -227,6 +236,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             memory_init_cow: args.memory_init_cow,
             stack_keep_resident: args.stack_keep_resident_kb << 10,
             pagemap_scan: args.pagemap_scan,
+            max_cache_ttl: args.cache_max_ttl.map(Duration::from_secs),
+            stale_grace: Duration::from_secs(args.cache_stale_grace),
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,

@@ -26,6 +26,8 @@ struct Slot {
     routes: Vec<String>,
     /// The cache namespace every version of it uses.
     cache_namespace: Arc<str>,
+    /// The stale grace the manifest gives it, for every version.
+    stale_grace: Option<std::time::Duration>,
     /// The version serving now.
     current: ArcSwap<LoadedComponent>,
     /// Earlier versions, oldest first; also serializes swaps of this slot.
@@ -108,6 +110,7 @@ impl Registry {
             let cache_namespace: Arc<str> = spec.cache_namespace().into();
             let in_namespace = |mut loaded: LoadedComponent| {
                 loaded.cache_namespace = cache_namespace.clone();
+                loaded.stale_grace = spec.stale_grace();
                 Arc::new(loaded)
             };
             let deployed = match &store {
@@ -157,6 +160,7 @@ impl Registry {
                 Slot {
                     routes: spec.routes.clone(),
                     cache_namespace,
+                    stale_grace: spec.stale_grace(),
                     current: ArcSwap::new(current),
                     previous: Mutex::new(versions),
                 },
@@ -239,6 +243,7 @@ impl Registry {
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
+        version.stale_grace = slot.stale_grace;
         let mut previous = Self::lock(slot);
         let mut kept: Vec<Arc<LoadedComponent>> = previous.clone();
         kept.push(slot.current.load_full());

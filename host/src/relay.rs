@@ -88,8 +88,10 @@ impl Lag {
 /// once; with Redis up it costs nothing but the notices and a ping every
 /// `LISTEN_PING`. When the listening connection is lost (closed, or a
 /// ping unanswered within `LISTEN_TIMEOUT`), notices sent meanwhile are
-/// lost with it: the memory tier is flushed then, and again once it
-/// listens anew (the outbox covers Redis).
+/// lost with it: the memory tier's entries turn stale then (served only
+/// when the database cannot answer; none was invalidated unheard before
+/// the loss), and are flushed once it listens anew (the outbox covers
+/// Redis).
 pub fn listen(database_url: String, cache: &Arc<TieredCache>, relay: &Relay) {
     let cache = Arc::downgrade(cache);
     let heard = Heard {
@@ -108,9 +110,10 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, relay: &Relay) {
                     };
                     if !std::mem::replace(&mut missed, true) {
                         // It listened, then lost the connection: notices
-                        // may be missed from now on.
-                        tracing::warn!(error = %e, "invalidation listener: connection lost; memory tier flushed");
-                        live.flush_memory();
+                        // may be missed from now on, not until now, so
+                        // what it holds may still be served stale.
+                        tracing::warn!(error = %e, "invalidation listener: connection lost; memory tier stale");
+                        live.suspect_memory();
                     } else {
                         tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
                     }

@@ -47,12 +47,22 @@ pub struct ComponentSpec {
     /// its entries. Components that name the same namespace share entries.
     #[serde(default)]
     pub cache_namespace: Option<String>,
+    /// Seconds its cache entries are kept after their TTL, to be served
+    /// when the database cannot answer (stale-if-error); by default the
+    /// host's `--cache-stale-grace`. 0 turns stale serving off for it.
+    #[serde(default)]
+    pub stale_grace: Option<u64>,
 }
 
 impl ComponentSpec {
     /// The cache namespace: the declared one, or the component's name.
     pub fn cache_namespace(&self) -> &str {
         self.cache_namespace.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The declared grace, if any.
+    pub fn stale_grace(&self) -> Option<std::time::Duration> {
+        self.stale_grace.map(std::time::Duration::from_secs)
     }
 }
 
@@ -162,6 +172,7 @@ mod tests {
             file: format!("{name}.wasm").into(),
             routes: routes.iter().map(|s| s.to_string()).collect(),
             cache_namespace: None,
+            stale_grace: None,
         }
     }
 

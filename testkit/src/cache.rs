@@ -2,7 +2,7 @@
 //! and misses, runs on a virtual clock, and fails or slows down on demand.
 
 use async_trait::async_trait;
-use host::cache::{Cache, Stamp};
+use host::cache::{Cache, Lifetime, Stale, Stamp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -32,7 +32,10 @@ pub enum CacheCall {
 
 struct Entry {
     value: Vec<u8>,
+    stored_at: Duration,
     expires_at: Duration,
+    /// The end of its grace (see `get_stale`).
+    stale_until: Duration,
     tags: Vec<String>,
     /// The invalidation clock when the storing request first used the cache.
     stamp: u64,
@@ -146,7 +149,9 @@ impl MockCache {
         let mut s = self.state();
         let entry = Entry {
             value: value.to_vec(),
+            stored_at: s.now,
             expires_at: s.now + ttl,
+            stale_until: s.now + ttl,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             stamp: s.invalidation_clock,
         };
@@ -175,10 +180,14 @@ impl MockCache {
 
 impl State {
     fn readable(&self, e: &Entry) -> bool {
-        e.expires_at > self.now
-            && e.tags
-                .iter()
-                .all(|t| self.tag_times.get(t).is_none_or(|at| *at <= e.stamp))
+        e.expires_at > self.now && self.current(e)
+    }
+
+    /// Whether none of `e`'s tags was invalidated since it was stored.
+    fn current(&self, e: &Entry) -> bool {
+        e.tags
+            .iter()
+            .all(|t| self.tag_times.get(t).is_none_or(|at| *at <= e.stamp))
     }
 }
 
@@ -217,13 +226,13 @@ impl Cache for MockCache {
         }
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
+    async fn set(&self, key: &str, value: Vec<u8>, life: Lifetime, tags: &[String], stamp: &Stamp) {
         self.delay().await;
         let mut s = self.state();
         s.calls.push(CacheCall::Set {
             key: key.to_string(),
             value: value.clone(),
-            ttl,
+            ttl: life.ttl,
             tags: tags.to_vec(),
         });
         // Like the host's tiers: a value without the clock from before it
@@ -233,11 +242,30 @@ impl Cache for MockCache {
         };
         let entry = Entry {
             value,
-            expires_at: s.now + ttl,
+            stored_at: s.now,
+            expires_at: s.now + life.ttl,
+            stale_until: s.now + life.ttl + life.grace,
             tags: tags.to_vec(),
             stamp,
         };
         s.entries.insert(key.to_string(), entry);
+    }
+
+    /// Not recorded as a call: the host asks for stale entries, never a
+    /// component.
+    async fn get_stale(&self, key: &str) -> Option<Stale> {
+        self.delay().await;
+        let s = self.state();
+        if s.failing {
+            return None;
+        }
+        s.entries
+            .get(key)
+            .filter(|e| e.stale_until > s.now && s.current(e))
+            .map(|e| Stale {
+                value: e.value.clone(),
+                age: s.now.saturating_sub(e.stored_at),
+            })
     }
 
     async fn delete(&self, key: &str) {
@@ -284,7 +312,7 @@ mod tests {
         block_on(async {
             let mut stamp = Stamp::default();
             cache.stamp(&mut stamp).await;
-            cache.set("k", b"v".to_vec(), MIN, &[], &stamp).await;
+            cache.set("k", b"v".to_vec(), MIN.into(), &[], &stamp).await;
             assert_eq!(cache.get("k", &mut stamp).await, Some(b"v".to_vec()));
             cache.advance(MIN - Duration::from_secs(1));
             assert!(cache.get("k", &mut stamp).await.is_some());
@@ -319,7 +347,7 @@ mod tests {
                 .set(
                     "k",
                     b"stale".to_vec(),
-                    MIN,
+                    MIN.into(),
                     &tags(&["agents"]),
                     &slow_request,
                 )
@@ -335,7 +363,7 @@ mod tests {
             let mut stamp = Stamp::default();
             cache.get("k", &mut stamp).await;
             cache
-                .set("k", b"v".to_vec(), MIN, &tags(&["t"]), &stamp)
+                .set("k", b"v".to_vec(), MIN.into(), &tags(&["t"]), &stamp)
                 .await;
             cache.get("k", &mut stamp).await;
             cache.delete("k").await;
@@ -378,7 +406,9 @@ mod tests {
         block_on(async {
             let mut stamp = Stamp::default();
             assert_eq!(cache.get("old", &mut stamp).await, None);
-            cache.set("new", b"2".to_vec(), MIN, &[], &stamp).await;
+            cache
+                .set("new", b"2".to_vec(), MIN.into(), &[], &stamp)
+                .await;
             cache.invalidate_tags(&tags(&["t"])).await;
         });
         cache.set_failing(false);

@@ -298,13 +298,17 @@ impl host::cache::Cache for Unscoped {
         &self,
         key: &str,
         value: Vec<u8>,
-        ttl: std::time::Duration,
+        life: host::cache::Lifetime,
         tags: &[String],
         stamp: &host::cache::Stamp,
     ) {
         self.0
-            .set(unscoped(key), value, ttl, &unscoped_all(tags), stamp)
+            .set(unscoped(key), value, life, &unscoped_all(tags), stamp)
             .await
+    }
+
+    async fn get_stale(&self, key: &str) -> Option<host::cache::Stale> {
+        self.0.get_stale(unscoped(key)).await
     }
 
     async fn delete(&self, key: &str) {

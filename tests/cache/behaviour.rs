@@ -2,7 +2,7 @@
 //! a real Redis (`REDIS_URL`, a fresh key prefix per test; never skipped
 //! under CI) through the tiered cache components use.
 
-use host::cache::{Cache, CacheMetrics, MemoryCache, RedisCache, Stamp, TieredCache};
+use host::cache::{Cache, CacheMetrics, Lifetime, MemoryCache, RedisCache, Stamp, TieredCache};
 use std::sync::Arc;
 use std::time::Duration;
 use support::redis::RedisPrefix;
@@ -39,9 +39,85 @@ async fn get(cache: &dyn Cache, key: &str) -> Option<Vec<u8>> {
 
 /// Stores as a request that read its data just now.
 async fn set(cache: &dyn Cache, key: &str, value: &[u8], ttl: Duration, t: &[&str]) {
+    set_for(cache, key, value, ttl.into(), t).await;
+}
+
+/// `set`, for `life`.
+async fn set_for(cache: &dyn Cache, key: &str, value: &[u8], life: Lifetime, t: &[&str]) {
     let mut stamp = Stamp::default();
     cache.stamp(&mut stamp).await;
-    cache.set(key, value.to_vec(), ttl, &tags(t), &stamp).await;
+    cache.set(key, value.to_vec(), life, &tags(t), &stamp).await;
+}
+
+// Past its TTL an entry is a miss, but within its grace `get_stale` still
+// has it, with its age; past its grace it is gone. Both tiers keep real
+// time here (Redis keeps its own).
+#[tokio::test]
+async fn an_entry_is_kept_stale_for_its_grace_after_its_ttl() {
+    let second = Duration::from_secs(1);
+    for (name, cache, _guard) in caches().await {
+        let c = cache.as_ref();
+        let life = Lifetime {
+            ttl: second,
+            grace: second,
+        };
+        set_for(c, "k", b"v", life, &["t"]).await;
+        let fresh = c.get_stale("k").await.expect("fresh is stale-servable too");
+        assert_eq!(fresh.value, b"v", "{name}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(get(c, "k").await, None, "{name}: expired");
+        let stale = c.get_stale("k").await.expect("within its grace");
+        assert_eq!(stale.value, b"v", "{name}");
+        assert!(
+            stale.age >= Duration::from_millis(1100) && stale.age < Duration::from_secs(10),
+            "{name}: age {:?}",
+            stale.age
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(c.get_stale("k").await, None, "{name}: past its grace");
+    }
+}
+
+// Invalidation means wrong, expiry only old: an invalidated entry is
+// never served stale, within its TTL or its grace.
+#[tokio::test]
+async fn an_invalidated_entry_is_never_stale() {
+    for (name, cache, _guard) in caches().await {
+        let c = cache.as_ref();
+        let life = Lifetime {
+            ttl: HOUR,
+            grace: HOUR,
+        };
+        set_for(c, "k", b"v", life, &["t"]).await;
+        set_for(c, "other", b"o", life, &["u"]).await;
+        c.invalidate_tags(&tags(&["t"])).await;
+        assert_eq!(c.get_stale("k").await, None, "{name}");
+        assert_eq!(get(c, "k").await, None, "{name}");
+        assert!(c.get_stale("other").await.is_some(), "{name}: untouched");
+    }
+}
+
+// After `suspect` (the listener lost its connection) nothing stored before
+// is served fresh, but it stays stale-servable; a later invalidation still
+// removes it, and `flush` removes everything.
+#[tokio::test]
+async fn a_suspected_memory_tier_serves_only_stale() {
+    let cache = MemoryCache::new(1 << 20);
+    let life = Lifetime {
+        ttl: HOUR,
+        grace: HOUR,
+    };
+    set_for(&cache, "a", b"1", life, &["t"]).await;
+    set_for(&cache, "b", b"2", life, &["u"]).await;
+    cache.suspect();
+    assert_eq!(get(&cache, "a").await, None);
+    assert!(cache.get_stale("a").await.is_some());
+    cache.invalidate_tags(&tags(&["t"])).await;
+    assert_eq!(cache.get_stale("a").await, None);
+    set_for(&cache, "c", b"3", life, &[]).await;
+    assert_eq!(get(&cache, "c").await, Some(b"3".to_vec()), "stored after");
+    cache.flush();
+    assert_eq!(cache.get_stale("b").await, None);
 }
 
 #[tokio::test]
@@ -142,7 +218,7 @@ async fn a_value_computed_before_an_invalidation_is_never_served_after_it() {
         c.set(
             "marketplace:featured",
             b"stale".to_vec(),
-            HOUR,
+            HOUR.into(),
             &tags(&["featured"]),
             &stamp,
         )

@@ -61,7 +61,7 @@ async fn an_entry_invalidated_while_redis_was_down_is_not_served_after_recovery(
             let mut stamp = Stamp::default();
             cache.stamp(&mut stamp).await;
             cache
-                .set(key, b"v".to_vec(), HOUR, &tags(&[tag]), &stamp)
+                .set(key, b"v".to_vec(), HOUR.into(), &tags(&[tag]), &stamp)
                 .await
         }
     };
@@ -288,8 +288,14 @@ async fn a_value_read_while_redis_was_away_is_not_stored_in_redis_as_valid() {
     b.invalidate_tags(&tags(&["agent:a1"])).await;
     proxy.restore();
     until_on_redis(&a, "marketplace:agent:probe").await;
-    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
-        .await;
+    a.set(
+        key,
+        b"old".to_vec(),
+        HOUR.into(),
+        &tags(&["agent:a1"]),
+        &stamp,
+    )
+    .await;
     assert_eq!(a.get(key, &mut Stamp::default()).await, None, "on host a");
     assert_eq!(b.get(key, &mut Stamp::default()).await, None, "on host b");
 }
@@ -309,8 +315,14 @@ async fn a_value_read_from_redis_is_not_stored_in_memory_as_valid_after_a_cut() 
     // ... the request reads the old row here ...
     proxy.cut().await;
     a.invalidate_tags(&tags(&["agent:a1"])).await;
-    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
-        .await;
+    a.set(
+        key,
+        b"old".to_vec(),
+        HOUR.into(),
+        &tags(&["agent:a1"]),
+        &stamp,
+    )
+    .await;
     assert_eq!(a.get(key, &mut Stamp::default()).await, None);
 }
 
@@ -350,8 +362,14 @@ async fn a_stamp_from_before_redis_lost_its_data_does_not_outrank_later_invalida
         .unwrap();
     // ... and another host writes the row and invalidates.
     b.invalidate_tags(&tags(&["agent:a1"])).await;
-    a.set(key, b"old".to_vec(), HOUR, &tags(&["agent:a1"]), &stamp)
-        .await;
+    a.set(
+        key,
+        b"old".to_vec(),
+        HOUR.into(),
+        &tags(&["agent:a1"]),
+        &stamp,
+    )
+    .await;
     assert_eq!(a.get(key, &mut Stamp::default()).await, None, "on host a");
     assert_eq!(b.get(key, &mut Stamp::default()).await, None, "on host b");
 }
@@ -368,8 +386,14 @@ async fn tags_redis_cannot_hold_do_not_open_the_breaker() {
     a.stamp(&mut stamp).await;
     for i in 0..5 {
         let key = format!("marketplace:agent:a{i}");
-        a.set(&key, b"v".to_vec(), HOUR, &tags(&["two\nlines"]), &stamp)
-            .await;
+        a.set(
+            &key,
+            b"v".to_vec(),
+            HOUR.into(),
+            &tags(&["two\nlines"]),
+            &stamp,
+        )
+        .await;
     }
     assert!(a.using_redis(), "still on Redis");
     assert_eq!(

@@ -1,6 +1,8 @@
 //! The cache capability on its own and through hosts: its promises on the
-//! memory tier and on real Redis (`behaviour`), and what happens when Redis
-//! fails, comes back or loses its data (`faults`).
+//! memory tier and on real Redis (`behaviour`), what happens when Redis
+//! fails, comes back or loses its data (`faults`), and what is served stale
+//! when the database cannot answer (`stale`).
 
 mod behaviour;
 mod faults;
+mod stale;

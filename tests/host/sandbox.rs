@@ -349,3 +349,27 @@ async fn a_component_built_against_contract_0_1_0_still_serves() {
     let (logged, _) = get(&h.app, "/legacy/log").await;
     assert_eq!(logged.status(), StatusCode::NO_CONTENT);
 }
+
+// `--cache-max-ttl` caps the TTL a component asks for: the fixture asks
+// for 600 s, and with a 1 s cap its entry is gone after 1.2 s, while on a
+// host without the cap it is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_max_cache_ttl_caps_the_ttl_a_component_asks_for() {
+    let capped = host(SandboxConfig {
+        max_cache_ttl: Some(Duration::from_secs(1)),
+        ..sandbox()
+    })
+    .await;
+    let uncapped = host(sandbox()).await;
+    let cached = |app: axum::Router| async move {
+        let (_, body) = get(&app, "/fixture/cache-get?key=k").await;
+        json(&body)["value"].as_str().map(str::to_string)
+    };
+    for h in [&capped, &uncapped] {
+        get(&h.app, "/fixture/cache-set?key=k&value=v").await;
+        assert_eq!(cached(h.app.clone()).await.as_deref(), Some("v"));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(cached(capped.app.clone()).await, None, "capped at 1 s");
+    assert_eq!(cached(uncapped.app.clone()).await.as_deref(), Some("v"));
+}

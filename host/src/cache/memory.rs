@@ -10,8 +10,13 @@
 //! entry stored under stamp `s` is valid while none of its tags has a value
 //! above `s`. Invalidating is one map update however many entries carry the
 //! tag, and no entry can be missed, because every read checks.
+//!
+//! An entry stays for its grace after its TTL (within the size bound, like
+//! any other), served only by `get_stale`. `suspect` makes every entry
+//! stored so far stale at once, keeping it for `get_stale`: for when
+//! invalidations may be missed from now on, but were not until now.
 
-use super::{Cache, Stamp};
+use super::{Cache, Lifetime, Stale, Stamp};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache as Moka;
@@ -25,10 +30,14 @@ use tokio::time::Instant;
 struct Entry {
     /// The cached bytes, shared so a hit copies them once.
     value: Arc<[u8]>,
-    /// How long after insertion moka may drop it.
-    ttl: Duration,
-    /// When it stops being served (tokio's clock).
+    /// How long after insertion moka may drop it: TTL and grace.
+    lives: Duration,
+    /// When it was stored (tokio's clock).
+    stored_at: Instant,
+    /// When it stops being served fresh.
     expires_at: Instant,
+    /// When it stops being served stale.
+    stale_until: Instant,
     /// The entry's tags.
     tags: Arc<[String]>,
     /// The clock value the request that stored it started under.
@@ -45,7 +54,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
         entry: &Entry,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.lives)
     }
 
     fn expire_after_update(
@@ -55,7 +64,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
         _now: std::time::Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.lives)
     }
 }
 
@@ -69,6 +78,9 @@ struct Clock {
     /// Entries stamped before this value are invalid, whatever their tags
     /// (see `flush`).
     floor: u64,
+    /// Entries stamped before this value are stale, whatever their TTL
+    /// (see `suspect`).
+    fresh_floor: u64,
 }
 
 /// The in-process cache tier: bounded in bytes, per-entry TTLs, tags by
@@ -102,11 +114,17 @@ impl MemoryCache {
         self.clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `entry` may be served fresh.
     fn is_valid(&self, entry: &Entry) -> bool {
         if Instant::now() >= entry.expires_at {
             return false;
         }
         let clock = self.clock();
+        entry.stamp >= clock.fresh_floor && Self::is_current(&clock, entry)
+    }
+
+    /// Whether none of `entry`'s tags was invalidated since it was stored.
+    fn is_current(clock: &Clock, entry: &Entry) -> bool {
         entry.stamp >= clock.floor
             && entry
                 .tags
@@ -126,6 +144,27 @@ impl MemoryCache {
         if self.is_valid(&entry) {
             Some(entry.value.to_vec())
         } else {
+            if !self.is_stale(&entry) {
+                self.entries.invalidate(key).await;
+            }
+            None
+        }
+    }
+
+    /// Whether `entry` may still be served stale.
+    fn is_stale(&self, entry: &Entry) -> bool {
+        Instant::now() < entry.stale_until && Self::is_current(&self.clock(), entry)
+    }
+
+    /// The entry under `key` if it may be served stale.
+    pub async fn lookup_stale(&self, key: &str) -> Option<Stale> {
+        let entry = self.entries.get(key).await?;
+        if self.is_stale(&entry) {
+            Some(Stale {
+                value: entry.value.to_vec(),
+                age: entry.stored_at.elapsed(),
+            })
+        } else {
             self.entries.invalidate(key).await;
             None
         }
@@ -136,18 +175,31 @@ impl MemoryCache {
         &self,
         key: &str,
         value: Vec<u8>,
-        ttl: Duration,
+        life: Lifetime,
         tags: &[String],
         stamp: u64,
     ) {
+        let now = Instant::now();
         let entry = Entry {
             value: value.into(),
-            ttl,
-            expires_at: Instant::now() + ttl,
+            lives: life.ttl + life.grace,
+            stored_at: now,
+            expires_at: now + life.ttl,
+            stale_until: now + life.ttl + life.grace,
             tags: tags.iter().cloned().collect(),
             stamp,
         };
         self.entries.insert(key.to_string(), entry).await;
+    }
+
+    /// Makes every entry stored so far, and every entry stored later under
+    /// a stamp taken before now, stale (kept for `get_stale` while within
+    /// its grace): for when invalidations may be missed from now on (the
+    /// listener lost its connection) but were not until now.
+    pub fn suspect(&self) {
+        let mut clock = self.clock();
+        clock.now += 1;
+        clock.fresh_floor = clock.now;
     }
 
     /// Makes every entry stored so far invalid, and every entry stored
@@ -157,6 +209,7 @@ impl MemoryCache {
         let mut clock = self.clock();
         clock.now += 1;
         clock.floor = clock.now;
+        clock.fresh_floor = clock.now;
         clock.tags.clear();
         drop(clock);
         self.entries.invalidate_all();
@@ -176,11 +229,15 @@ impl Cache for MemoryCache {
         }
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
+    async fn set(&self, key: &str, value: Vec<u8>, life: Lifetime, tags: &[String], stamp: &Stamp) {
         let Some(stamp) = stamp.memory else {
             return;
         };
-        self.insert(key, value, ttl, tags, stamp).await;
+        self.insert(key, value, life, tags, stamp).await;
+    }
+
+    async fn get_stale(&self, key: &str) -> Option<Stale> {
+        self.lookup_stale(key).await
     }
 
     async fn delete(&self, key: &str) {

@@ -26,6 +26,8 @@ pub enum Tier {
 pub enum Outcome {
     hit,
     miss,
+    /// Served past its TTL, within its grace (stale-if-error).
+    stale,
     error,
 }
 

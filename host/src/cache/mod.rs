@@ -76,6 +76,34 @@ pub struct RedisStamp {
     pub clock: u64,
 }
 
+/// How long an entry lives: served for `ttl`, then kept for `grace` more,
+/// during which it is served only when its data cannot be read
+/// (stale-if-error, `Cache::get_stale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub ttl: Duration,
+    pub grace: Duration,
+}
+
+impl From<Duration> for Lifetime {
+    /// `ttl` and no grace.
+    fn from(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// An entry past its TTL and within its grace, none of its tags
+/// invalidated since it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    pub value: Vec<u8>,
+    /// Since it was stored.
+    pub age: Duration,
+}
+
 impl Stamp {
     /// No clock is filled in from now on.
     pub fn seal(&mut self) {
@@ -94,9 +122,14 @@ pub trait Cache: Send + Sync + 'static {
     /// would write now.
     async fn stamp(&self, stamp: &mut Stamp);
 
-    /// Stores `value` under `key` for `ttl`, labelled with `tags`, as of
+    /// Stores `value` under `key` for `life`, labelled with `tags`, as of
     /// `stamp`; a tier whose clock `stamp` lacks stores nothing.
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp);
+    async fn set(&self, key: &str, value: Vec<u8>, life: Lifetime, tags: &[String], stamp: &Stamp);
+
+    /// The entry under `key` if it is within its grace (or still fresh) and
+    /// none of its tags was invalidated since it was stored: for when its
+    /// data cannot be read. An invalidated entry is never stale.
+    async fn get_stale(&self, key: &str) -> Option<Stale>;
 
     /// Removes `key`.
     async fn delete(&self, key: &str);

@@ -3,8 +3,10 @@
 //!
 //! Layout, under the configured key prefix `P`:
 //! - `P e:{key}`: a hash with the value (`v`), the tags joined by newlines
-//!   (`t`), the stamp (`s`) and its epoch (`p`), expiring after the
-//!   entry's TTL;
+//!   (`t`), the stamp (`s`) and its epoch (`p`), when it was stored (`c`)
+//!   and when its TTL ends (`x`), both in Redis's milliseconds (`TIME`),
+//!   expiring after its TTL and its grace (served only by `get_stale` past
+//!   `x`; an entry without `x`, from an older host, has no grace);
 //! - `P clocks`: the invalidation clock (`n`) and its epoch (`e`), a hash
 //!   with no TTL; when it is missing (first use, or Redis lost its data) a
 //!   new one starts at zero in a new random epoch. Entries keep the epoch
@@ -19,7 +21,7 @@
 //! stale entries look valid: run Redis with `noeviction` or a `volatile-*`
 //! policy.
 
-use super::{RedisStamp, Stamp};
+use super::{Lifetime, RedisStamp, Stale, Stamp};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -58,12 +60,14 @@ pub enum RedisFailure {
 // zero in that epoch. Epochs travel as strings: Lua numbers cannot hold
 // every u64.
 
+// An entry past its TTL (`x`) is a miss here but stays for `STALE_SCRIPT`;
+// what is left of its TTL is returned for the near cache.
 const GET_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then epoch = ARGV[3]; redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0) end
 local clock = -1
 if ARGV[2] == '1' then clock = tonumber(redis.call('HGET', KEYS[2], 'n') or '0') end
-local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p')
+local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p', 'x')
 if not e[1] then return {0, '', clock, epoch} end
 if e[4] ~= epoch then
   redis.call('DEL', KEYS[1])
@@ -77,7 +81,35 @@ for tag in string.gmatch(e[2], '[^\n]+') do
     return {0, '', clock, epoch}
   end
 end
-return {1, e[1], clock, epoch, e[2], redis.call('PTTL', KEYS[1])}
+local left = redis.call('PTTL', KEYS[1])
+if e[5] then
+  local t = redis.call('TIME')
+  left = tonumber(e[5]) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  if left <= 0 then return {0, '', clock, epoch} end
+end
+return {1, e[1], clock, epoch, e[2], left}
+";
+
+// The entry under the key if none of its tags was invalidated since it was
+// stored, fresh or not, with its age in milliseconds.
+const STALE_SCRIPT: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p', 'c')
+if not e[1] or not e[5] then return {0} end
+if e[4] ~= epoch then
+  redis.call('DEL', KEYS[1])
+  return {0}
+end
+local stamp = tonumber(e[3])
+for tag in string.gmatch(e[2], '[^\n]+') do
+  if tonumber(redis.call('GET', ARGV[1] .. tag) or '0') > stamp then
+    redis.call('DEL', KEYS[1])
+    return {0}
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {1, e[1], math.max(now - tonumber(e[5]), 0)}
 ";
 
 const CLOCK_SCRIPT: &str = r"
@@ -95,8 +127,10 @@ local stamp = tonumber(ARGV[4])
 for tag in string.gmatch(ARGV[3], '[^\n]+') do
   if tonumber(redis.call('GET', ARGV[6] .. tag) or '0') > stamp then return 0 end
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4], 'p', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4], 'p', ARGV[5], 'c', string.format('%d', now), 'x', string.format('%d', now + tonumber(ARGV[8])))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[7])
 return 1
@@ -164,6 +198,7 @@ pub struct RedisCache {
     get: redis::Script,
     clock: redis::Script,
     set: redis::Script,
+    stale: redis::Script,
     delete: redis::Script,
     invalidate: redis::Script,
 }
@@ -179,6 +214,7 @@ impl RedisCache {
             clock: redis::Script::new(CLOCK_SCRIPT),
             delete: redis::Script::new(DELETE_SCRIPT),
             set: redis::Script::new(SET_SCRIPT),
+            stale: redis::Script::new(STALE_SCRIPT),
             invalidate: redis::Script::new(INVALIDATE_SCRIPT),
         })
     }
@@ -326,14 +362,39 @@ impl RedisCache {
         })
     }
 
-    /// Stores `value` under `key` for `ttl` with `tags`, as of `stamp`.
+    /// The entry under `key` if none of its tags was invalidated since it
+    /// was stored, within its TTL or its grace.
+    pub async fn get_stale(&self, key: &str) -> Result<Option<Stale>, RedisFailure> {
+        let mut conn = self.connection()?;
+        let mut invocation = self.stale.prepare_invoke();
+        invocation
+            .key(self.key("e", key))
+            .key(self.clock_key())
+            .arg(self.key("tag", ""));
+        let reply: Vec<redis::Value> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let (Some(redis::Value::Int(1)), Some(redis::Value::BulkString(value))) =
+            (reply.first(), reply.get(1))
+        else {
+            return Ok(None);
+        };
+        let age = match reply.get(2) {
+            Some(redis::Value::Int(ms)) => u64::try_from(*ms).unwrap_or(0),
+            _ => 0,
+        };
+        Ok(Some(Stale {
+            value: value.clone(),
+            age: Duration::from_millis(age),
+        }))
+    }
+
+    /// Stores `value` under `key` for `life` with `tags`, as of `stamp`.
     /// Returns whether it was stored: not when `stamp` is of an earlier
     /// epoch or one of the tags was invalidated after it.
     pub async fn set(
         &self,
         key: &str,
         value: &[u8],
-        ttl: Duration,
+        life: Lifetime,
         tags: &[String],
         stamp: RedisStamp,
     ) -> Result<bool, RedisFailure> {
@@ -346,13 +407,14 @@ impl RedisCache {
             .key(self.key("e", key))
             .key(self.clock_key())
             .key(self.channel())
-            .arg(ttl.as_millis().max(1) as u64)
+            .arg((life.ttl + life.grace).as_millis().max(1) as u64)
             .arg(value)
             .arg(tags.join("\n"))
             .arg(stamp.clock)
             .arg(stamp.epoch.to_string())
             .arg(self.key("tag", ""))
-            .arg(key_tag(key));
+            .arg(key_tag(key))
+            .arg(life.ttl.as_millis().max(1) as u64);
         let stored = self
             .timed(invocation.invoke_async::<i64>(&mut conn))
             .await?;

@@ -24,7 +24,7 @@
 
 use super::metrics::{CacheMetrics, Outcome, Tier, endpoint_of};
 use super::redis::{RedisCache, RedisFailure, key_tag};
-use super::{Cache, MemoryCache, Stamp};
+use super::{Cache, Lifetime, MemoryCache, Stale, Stamp};
 use async_trait::async_trait;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -199,6 +199,16 @@ impl TieredCache {
         // The near cache too: should Redis have missed the write, a near
         // entry must not outlive what this host already knows.
         self.inner.near_invalidate(tags).await;
+    }
+
+    /// Makes the memory tier's entries stale (kept for `get_stale`) and
+    /// empties the near cache: for when invalidations may be missed from
+    /// now on (see `MemoryCache::suspect`).
+    pub fn suspect_memory(&self) {
+        self.inner.memory.suspect();
+        if let Some(near) = self.inner.near.as_ref() {
+            near.cache.flush();
+        }
     }
 
     /// Empties the memory tier, for when invalidations may have been missed
@@ -440,7 +450,7 @@ impl Cache for TieredCache {
                     {
                         let mut tags = hit.tags.clone();
                         tags.push(key_tag(key));
-                        near.insert(key, hit.value.clone(), hit.ttl, &tags, clock)
+                        near.insert(key, hit.value.clone(), hit.ttl.into(), &tags, clock)
                             .await;
                     }
                     return Some(hit.value);
@@ -479,7 +489,7 @@ impl Cache for TieredCache {
     /// else in the memory tier, as while Redis is out. A value read while
     /// Redis was away never goes to Redis: nothing proves it newer than
     /// Redis's invalidations of that time.
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String], stamp: &Stamp) {
+    async fn set(&self, key: &str, value: Vec<u8>, life: Lifetime, tags: &[String], stamp: &Stamp) {
         let inner = &self.inner;
         let endpoint = endpoint_of(key);
         // Redis cannot hold a tag with a newline: such an entry lives in the
@@ -490,7 +500,7 @@ impl Cache for TieredCache {
             && let Some(clock) = stamp.redis
             && let Some(redis) = inner.redis_for(endpoint).await
         {
-            match redis.set(key, &value, ttl, tags, clock).await {
+            match redis.set(key, &value, life, tags, clock).await {
                 Ok(_stored) => {
                     inner.succeeded();
                     // After Redis changed: a racing read that got the old
@@ -501,12 +511,54 @@ impl Cache for TieredCache {
                 Err(e) => inner.failed(endpoint, &e),
             }
         }
-        let ttl = if inner.redis.is_some() {
-            ttl.min(DEGRADED_TTL)
+        // With Redis configured, what the memory tier holds is never served
+        // stale (see `get_stale`): no grace.
+        let life = if inner.redis.is_some() {
+            Lifetime {
+                ttl: life.ttl.min(DEGRADED_TTL),
+                grace: Duration::ZERO,
+            }
         } else {
-            ttl
+            life
         };
-        inner.memory.set(key, value, ttl, tags, stamp).await;
+        inner.memory.set(key, value, life, tags, stamp).await;
+    }
+
+    /// With Redis configured, Redis's entry if Redis answers (it knows
+    /// every host's invalidations), and nothing otherwise: the memory tier
+    /// then holds only what was stored while Redis was out, which may have
+    /// missed other hosts' invalidations. Without Redis, the memory tier's
+    /// (it heard every invalidation until its listener was lost).
+    async fn get_stale(&self, key: &str) -> Option<Stale> {
+        let inner = &self.inner;
+        let endpoint = endpoint_of(key);
+        if inner.redis.is_some() {
+            let redis = inner.redis_for(endpoint).await?;
+            match redis.get_stale(key).await {
+                Ok(found) => {
+                    inner.succeeded();
+                    let outcome = if found.is_some() {
+                        Outcome::stale
+                    } else {
+                        Outcome::miss
+                    };
+                    inner.metrics.record(endpoint, Tier::redis, outcome);
+                    return found;
+                }
+                Err(e) => {
+                    inner.failed(endpoint, &e);
+                    return None;
+                }
+            }
+        }
+        let found = inner.memory.lookup_stale(key).await;
+        let outcome = if found.is_some() {
+            Outcome::stale
+        } else {
+            Outcome::miss
+        };
+        inner.metrics.record(endpoint, Tier::memory, outcome);
+        found
     }
 
     async fn delete(&self, key: &str) {

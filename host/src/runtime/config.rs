@@ -31,7 +31,17 @@ pub struct SandboxConfig {
     /// whether touched or not. Ignored where the kernel lacks it (before
     /// 6.7, or not Linux): see BENCHMARKS.md for how it was chosen.
     pub pagemap_scan: bool,
+    /// The longest TTL a component's cache entry gets, whatever it asks
+    /// for; `None`: what it asks for.
+    pub max_cache_ttl: Option<Duration>,
+    /// How long a component's cache entries are kept after their TTL, to
+    /// be served when the database cannot answer a GET (stale-if-error),
+    /// unless its manifest entry says otherwise.
+    pub stale_grace: Duration,
 }
+
+/// The default of `SandboxConfig::stale_grace`.
+pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(300);
 
 /// The default of `SandboxConfig::keep_resident`.
 pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
@@ -52,6 +62,8 @@ impl Default for SandboxConfig {
             memory_init_cow: DEFAULT_MEMORY_INIT_COW,
             stack_keep_resident: DEFAULT_STACK_KEEP_RESIDENT,
             pagemap_scan: DEFAULT_PAGEMAP_SCAN,
+            max_cache_ttl: None,
+            stale_grace: DEFAULT_STALE_GRACE,
         }
     }
 }

@@ -4,10 +4,10 @@
 //! **Invariant:** components never see a cache error (the `Cache` trait has
 //! none) and see database errors only as the WIT `db-error` variant.
 
-use super::Capabilities;
 use super::bindings::marketplace::host::{cache, db, log, types};
 use super::flights::{self, FillGuard, Flights, Miss};
-use crate::cache::Stamp;
+use super::{Capabilities, LoadedComponent, SandboxConfig};
+use crate::cache::{Lifetime, Stamp};
 use crate::db as hostdb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +25,26 @@ const TABLE_ELEMENTS_LIMIT: usize = 100_000;
 const LOG_LINES_LIMIT: usize = 100;
 /// Most bytes of log messages one request may write, likewise.
 const LOG_BYTES_LIMIT: usize = 16 << 10;
+
+/// How a run's cache reads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Fresh entries only; misses are computed (the usual run).
+    Fresh,
+    /// Fresh entries, else entries past their TTL within their grace;
+    /// nothing is stored, and database calls fail at once: the replay of a
+    /// GET the database could not answer (`Runtime::invoke`).
+    Stale,
+}
+
+/// What a run did that decides whether it is replayed stale.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ran {
+    /// A database call could not be answered (`Unavailable`, `Timeout`).
+    pub database_failed: bool,
+    /// The age of the oldest stale entry it read, if it read any.
+    pub stale_age: Option<Duration>,
+}
 
 /// Everything one request's `Store` holds.
 pub(crate) struct Invocation {
@@ -45,6 +65,14 @@ pub(crate) struct Invocation {
     stamp: Stamp,
     /// When the request's deadline passes.
     expires: Instant,
+    /// The longest TTL an entry it stores gets.
+    max_ttl: Option<Duration>,
+    /// How long an entry it stores is kept past its TTL.
+    grace: Duration,
+    /// Fresh or stale reads.
+    reading: Reading,
+    /// What it did, for `Runtime::invoke`.
+    ran: Ran,
     /// Keys being computed by some request now.
     flights: Arc<Flights>,
     /// The keys this request missed first and so computes; dropped (waking
@@ -133,22 +161,26 @@ impl ResourceLimiter for Limits {
 
 impl Invocation {
     pub(crate) fn new(
-        component: &str,
-        namespace: Arc<str>,
+        component: &LoadedComponent,
+        sandbox: &SandboxConfig,
         capabilities: Capabilities,
         flights: Arc<Flights>,
-        memory_limit: usize,
         expires: Instant,
+        reading: Reading,
     ) -> Self {
         Self {
             expires,
-            component: component.to_string(),
-            namespace,
+            max_ttl: sandbox.max_cache_ttl,
+            grace: component.stale_grace.unwrap_or(sandbox.stale_grace),
+            reading,
+            ran: Ran::default(),
+            component: component.name.clone(),
+            namespace: component.cache_namespace.clone(),
             capabilities,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: Limits {
-                memory_limit,
+                memory_limit: sandbox.memory_limit,
                 memory_exceeded: false,
             },
             stamp: Stamp::default(),
@@ -193,6 +225,32 @@ impl Invocation {
     pub(crate) fn memory_exceeded(&self) -> bool {
         self.limits.memory_exceeded
     }
+
+    /// What the run did so far.
+    pub(crate) fn ran(&self) -> Ran {
+        self.ran
+    }
+
+    /// Notes a database call the database could not answer.
+    fn note<T>(&mut self, result: &Result<T, hostdb::DbError>) {
+        if matches!(
+            result,
+            Err(hostdb::DbError::Unavailable(_) | hostdb::DbError::Timeout(_))
+        ) {
+            self.ran.database_failed = true;
+        }
+    }
+
+    /// In a stale replay, the answer every database call gets at once.
+    fn refused_in_stale_replay(&self) -> Result<(), hostdb::DbError> {
+        match self.reading {
+            Reading::Fresh => Ok(()),
+            Reading::Stale => Err(hostdb::DbError::Unavailable(
+                "the database could not answer this request; serving what the cache still has"
+                    .into(),
+            )),
+        }
+    }
 }
 
 impl WasiView for Invocation {
@@ -209,7 +267,10 @@ impl types::Host for Invocation {}
 impl cache::Host for Invocation {
     /// Concurrent misses on one key compute once (see `get_coalesced`).
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        let value = self.get_coalesced(key).await;
+        let value = match self.reading {
+            Reading::Fresh => self.get_coalesced(key).await,
+            Reading::Stale => self.get_or_stale(key).await,
+        };
         if value.is_some() {
             // Data read: no clock read after this may stamp what follows.
             self.stamp.seal();
@@ -218,6 +279,10 @@ impl cache::Host for Invocation {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
+        if self.reading == Reading::Stale {
+            // Nothing a stale replay computes is new.
+            return;
+        }
         // Not sealed: the request has read no data yet, so every tier's
         // clock of now is older than anything the value comes from.
         if !self.stamp.sealed {
@@ -225,10 +290,20 @@ impl cache::Host for Invocation {
         }
         let key = self.scoped(&key);
         let tags: Vec<String> = tags.iter().map(|t| self.scoped(t)).collect();
-        let ttl = Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        let asked = Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        let ttl = self.max_ttl.map_or(asked, |max| asked.min(max));
         self.capabilities
             .cache
-            .set(&key, value, ttl, &tags, &self.stamp)
+            .set(
+                &key,
+                value,
+                Lifetime {
+                    ttl,
+                    grace: self.grace,
+                },
+                &tags,
+                &self.stamp,
+            )
             .await;
         // Stored: wake whoever waits for it.
         self.filling.retain(|g| g.key() != key);
@@ -295,6 +370,19 @@ impl Invocation {
         }
     }
 
+    /// `cache.get` in a stale replay: the fresh entry, else one within its
+    /// grace, whose age is noted.
+    async fn get_or_stale(&mut self, key: String) -> Option<Vec<u8>> {
+        let key = self.scoped(&key);
+        let cache = &self.capabilities.cache;
+        if let Some(value) = cache.get(&key, &mut self.stamp).await {
+            return Some(value);
+        }
+        let stale = cache.get_stale(&key).await?;
+        self.ran.stale_age = Some(self.ran.stale_age.unwrap_or_default().max(stale.age));
+        Some(stale.value)
+    }
+
     /// Before the request's first database call: completes the stamp with
     /// every tier's clock and seals it, so that each clock an entry of this
     /// request carries was read before its data.
@@ -312,15 +400,21 @@ impl db::Host for Invocation {
         sql: String,
         params: Vec<db::Value>,
     ) -> Result<db::Rows, db::DbError> {
+        self.refused_in_stale_replay()?;
         self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
-        Ok(self.capabilities.db.query(&sql, &params).await?.into())
+        let rows = self.capabilities.db.query(&sql, &params).await;
+        self.note(&rows);
+        Ok(rows?.into())
     }
 
     async fn execute(&mut self, sql: String, params: Vec<db::Value>) -> Result<u64, db::DbError> {
+        self.refused_in_stale_replay()?;
         self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
-        Ok(self.capabilities.db.execute(&sql, &params).await?)
+        let affected = self.capabilities.db.execute(&sql, &params).await;
+        self.note(&affected);
+        Ok(affected?)
     }
 
     /// Runs the transaction, recording `invalidates` (in the component's
@@ -331,6 +425,7 @@ impl db::Host for Invocation {
         statements: Vec<db::Statement>,
         invalidates: Vec<String>,
     ) -> Result<Vec<db::Rows>, db::DbError> {
+        self.refused_in_stale_replay()?;
         self.before_reading_data().await;
         let statements: Vec<hostdb::Statement> = statements
             .into_iter()
@@ -340,8 +435,9 @@ impl db::Host for Invocation {
             })
             .collect();
         if invalidates.is_empty() {
-            let results = self.capabilities.db.transaction(&statements).await?;
-            return Ok(results.into_iter().map(Into::into).collect());
+            let results = self.capabilities.db.transaction(&statements).await;
+            self.note(&results);
+            return Ok(results?.into_iter().map(Into::into).collect());
         }
         if invalidates.len() > MAX_INVALIDATES
             || invalidates.iter().any(|t| t.len() > MAX_TAG_BYTES)
@@ -358,7 +454,9 @@ impl db::Host for Invocation {
             .capabilities
             .db
             .transaction_invalidating(&statements, &invalidation)
-            .await?;
+            .await;
+        self.note(&results);
+        let results = results?;
         self.capabilities
             .cache
             .invalidate_tags(&invalidation.tags)

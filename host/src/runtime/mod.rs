@@ -30,7 +30,7 @@ mod wasi;
 
 pub use config::{
     DEFAULT_KEEP_RESIDENT, DEFAULT_MEMORY_INIT_COW, DEFAULT_PAGEMAP_SCAN,
-    DEFAULT_STACK_KEEP_RESIDENT, SandboxConfig,
+    DEFAULT_STACK_KEEP_RESIDENT, DEFAULT_STALE_GRACE, SandboxConfig,
 };
 pub use types::{InvokeError, LoadError, LoadedComponent};
 
@@ -39,7 +39,7 @@ use crate::db::Database;
 use anyhow::Context as _;
 use artifacts::Artifacts;
 use bindings::marketplace::host::types as wit;
-use invocation::Invocation;
+use invocation::{Invocation, Ran, Reading};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -166,6 +166,7 @@ impl Runtime {
         Ok(LoadedComponent {
             name: name.to_string(),
             cache_namespace: name.into(),
+            stale_grace: None,
             digest,
             size: bytes.len(),
             bytes: bytes.into(),
@@ -176,22 +177,66 @@ impl Runtime {
     }
 
     /// Runs `request` through a fresh instance of `component`.
+    ///
+    /// Stale-if-error: a GET that fails (5xx, or an error) after the
+    /// database could not answer it runs once more, in a fresh instance
+    /// whose cache reads also return entries past their TTL within their
+    /// grace (never invalidated ones) and whose database calls fail at
+    /// once; if that answers 2xx or 3xx from at least one such entry, it
+    /// is the response, with `X-Cache: STALE` and `Age` (the oldest entry
+    /// served). Components need nothing for it.
     pub async fn invoke(
         &self,
         component: &LoadedComponent,
         request: Request,
     ) -> Result<Response, InvokeError> {
+        let grace = component.stale_grace.unwrap_or(self.sandbox.stale_grace);
+        let may_replay = request.method == "GET" && !grace.is_zero();
+        let request = wit::Request::from(request);
+        let (first, ran) = self.run(component, &request, Reading::Fresh).await;
+        let failed = !first.as_ref().is_ok_and(|r| r.status < 500);
+        if !(may_replay && failed && ran.database_failed) {
+            return first;
+        }
+        match self.run(component, &request, Reading::Stale).await {
+            (
+                Ok(mut response),
+                Ran {
+                    stale_age: Some(age),
+                    ..
+                },
+            ) if response.status < 400 => {
+                response.headers.retain(|(name, _)| {
+                    !name.eq_ignore_ascii_case("x-cache") && !name.eq_ignore_ascii_case("age")
+                });
+                response.headers.push(("x-cache".into(), "STALE".into()));
+                response
+                    .headers
+                    .push(("age".into(), age.as_secs().to_string()));
+                Ok(response)
+            }
+            _ => first,
+        }
+    }
+
+    /// One run of `request` through a fresh instance of `component`.
+    async fn run(
+        &self,
+        component: &LoadedComponent,
+        request: &wit::Request,
+        reading: Reading,
+    ) -> (Result<Response, InvokeError>, Ran) {
         let deadline = self.sandbox.deadline;
         let expires = Instant::now() + deadline;
         let mut store = Store::new(
             &self.engine,
             Invocation::new(
-                &component.name,
-                component.cache_namespace.clone(),
+                component,
+                &self.sandbox,
                 self.capabilities.clone(),
                 self.flights.clone(),
-                self.sandbox.memory_limit,
                 expires,
+                reading,
             ),
         );
         store.limiter(|s| s.limits());
@@ -217,17 +262,17 @@ impl Runtime {
             ))
         });
 
-        let request = wit::Request::from(request);
         let run = async {
             let handler = component.pre.instantiate_async(&mut store).await?;
-            handler.call_handle(&mut store, &request).await
+            handler.call_handle(&mut store, request).await
         };
         // The epoch callback stops wasm that computes past the deadline; this
         // timeout also stops a request stuck in a host call. The small grace
         // lets the epoch path report first when both apply.
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, run).await;
         let memory_exceeded = store.data().memory_exceeded();
-        match outcome {
+        let ran = store.data().ran();
+        let result = match outcome {
             Err(_elapsed) => Err(InvokeError::DeadlineExceeded(deadline)),
             Ok(Ok(response)) => Response::try_from(response),
             Ok(Err(err)) => Err(types::classify(
@@ -236,6 +281,7 @@ impl Runtime {
                 deadline,
                 self.sandbox.memory_limit,
             )),
-        }
+        };
+        (result, ran)
     }
 }

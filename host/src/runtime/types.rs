@@ -41,6 +41,9 @@ pub struct LoadedComponent {
     /// The cache namespace its keys and tags live in: its name unless the
     /// manifest gives it a shared one (the registry sets it).
     pub cache_namespace: Arc<str>,
+    /// How long its entries are kept after their TTL for stale serving, if
+    /// the manifest says (the registry sets it); else the host's default.
+    pub stale_grace: Option<std::time::Duration>,
     /// Hex SHA-256 of the `.wasm` bytes it was compiled from.
     pub digest: String,
     /// Size of those bytes.

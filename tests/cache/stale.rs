@@ -1,0 +1,135 @@
+//! Stale-if-error through a host on PostgreSQL behind a cuttable proxy,
+//! with a 1-second `--cache-max-ttl`: a page past its TTL is served stale
+//! while the database is cut, on the memory tier (no Redis) and on the
+//! Redis tier; an invalidated page never is.
+
+use axum::Router;
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use std::time::Duration;
+use support::proxy::Proxy;
+use support::{DEFAULT_ROUTES, TestHost, get, host_on, json};
+
+/// A host on a fresh schema reached through a proxy, with Redis or not,
+/// whose entries live 1 s.
+async fn host_with_db_behind_proxy(
+    redis: bool,
+) -> Option<(
+    TestHost,
+    Proxy,
+    support::postgres::PgSchema,
+    Option<support::redis::RedisPrefix>,
+)> {
+    let schema = support::postgres::fresh_schema().await?;
+    let prefix = if redis {
+        Some(support::redis::fresh_prefix(&support::redis::server_url()?))
+    } else {
+        None
+    };
+    let proxy = Proxy::start(schema.server(), true).await;
+    let host = host_on(
+        Some(schema.url_via(proxy.addr)),
+        prefix.as_ref().map(|p| p.settings.clone()),
+        SandboxConfig {
+            max_cache_ttl: Some(Duration::from_secs(1)),
+            ..SandboxConfig::default()
+        },
+        HttpLimits::default(),
+        DEFAULT_ROUTES,
+    )
+    .await;
+    Some((host, proxy, schema, prefix))
+}
+
+/// Status, `X-Cache`, `Age` and the install count of agent `id`'s details.
+async fn details(app: &Router, id: &str) -> (u16, String, Option<u64>, Option<i64>) {
+    let (response, body) = get(app, &format!("/api/marketplace/agents/{id}")).await;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let count = (response.status() == 200)
+        .then(|| json(&body)["agent"]["installCount"].as_i64())
+        .flatten();
+    (
+        response.status().as_u16(),
+        header("x-cache").unwrap_or_default(),
+        header("age").and_then(|a| a.parse().ok()),
+        count,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_cut() {
+    for (tier, redis) in [("memory", false), ("redis", true)] {
+        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis).await else {
+            return;
+        };
+        let id = "agent-000021";
+        let (status, _, _, count) = details(&h.app, id).await;
+        assert_eq!(status, 200, "{tier}");
+        assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
+
+        proxy.cut().await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (status, x_cache, age, stale_count) = details(&h.app, id).await;
+        assert_eq!(
+            (status, x_cache.as_str()),
+            (200, "STALE"),
+            "{tier}: served stale"
+        );
+        assert_eq!(stale_count, count, "{tier}: the cached answer");
+        assert!(age.is_some_and(|a| a >= 1), "{tier}: Age {age:?}");
+        // A page never cached has nothing to serve.
+        assert_eq!(details(&h.app, "agent-000022").await.0, 503, "{tier}");
+
+        proxy.restore();
+        let mut fresh = false;
+        for _ in 0..100 {
+            let (status, x_cache, _, _) = details(&h.app, id).await;
+            if status == 200 && x_cache != "STALE" {
+                fresh = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(fresh, "{tier}: fresh again once the database is back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_page_is_never_served_stale() {
+    for (tier, redis) in [("memory", false), ("redis", true)] {
+        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis).await else {
+            return;
+        };
+        let id = "agent-000023";
+        assert_eq!(details(&h.app, id).await.0, 200, "{tier}");
+        assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
+        let install = axum::http::Request::post(format!("/api/marketplace/agents/{id}/install"))
+            .header(
+                "authorization",
+                format!("Bearer {}", host::seed::DEMO_TOKEN),
+            )
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(
+                r#"{{"workspaceId":"{}"}}"#,
+                host::seed::DEMO_WORKSPACE
+            )))
+            .unwrap();
+        assert_eq!(
+            support::send(&h.app, install).await.0.status(),
+            201,
+            "{tier}"
+        );
+
+        proxy.cut().await;
+        let (status, x_cache, _, _) = details(&h.app, id).await;
+        assert_eq!((status, x_cache.as_str()), (503, ""), "{tier}: not stale");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(details(&h.app, id).await.0, 503, "{tier}: past its TTL");
+    }
+}
