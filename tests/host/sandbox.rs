@@ -373,3 +373,52 @@ async fn the_max_cache_ttl_caps_the_ttl_a_component_asks_for() {
     assert_eq!(cached(capped.app.clone()).await, None, "capped at 1 s");
     assert_eq!(cached(uncapped.app.clone()).await.as_deref(), Some("v"));
 }
+
+// `/metrics` counts each component version's answers by status class, and
+// times them, labelled by the component and its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_per_component_version_and_status_class() {
+    use sha2::Digest as _;
+    let h = host(sandbox()).await;
+    let bytes = std::fs::read(support::components_dir().join("fixtures.wasm")).unwrap();
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&h.app, "/fixture/echo").await.0.status(),
+            StatusCode::OK
+        );
+    }
+    let (response, _) = get(&h.app, "/fixture/trap").await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    let (_, body) = get(&h.app, "/metrics").await;
+    let text = String::from_utf8(body).unwrap();
+    let value = |series: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    };
+    let version = format!("component=\"fixtures\",digest=\"{digest}\"");
+    assert_eq!(
+        value(format!(
+            "marketplace_requests_total{{{version},class=\"2xx\"}}"
+        )),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(format!(
+            "marketplace_requests_total{{{version},class=\"5xx\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(format!(
+            "marketplace_request_duration_seconds_count{{{version}}}"
+        )),
+        Some(4.0)
+    );
+}

@@ -44,6 +44,11 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

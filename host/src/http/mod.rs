@@ -303,6 +303,30 @@ pub(super) async fn dispatch(
         .registry
         .resolve(uri.path())
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
+    let started = std::time::Instant::now();
+    let answer = admit_and_serve(&state, &component, method, &uri, headers, body).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
+    };
+    state.inner.metrics.requests.record(
+        &component.name,
+        &component.digest,
+        status.as_u16(),
+        started.elapsed(),
+    );
+    answer
+}
+
+/// `dispatch` once the component is known.
+async fn admit_and_serve(
+    state: &AppState,
+    component: &LoadedComponent,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
     let max = state.inner.limits.max_body_bytes;
     // The body's room in the budget: its declared length, or the largest
     // it may be. None left: 503 at once, as for the in-flight bound.
@@ -329,7 +353,7 @@ pub(super) async fn dispatch(
     };
     let body = read_body(&state.inner.limits, &headers, body, max).await?;
     let _admission = state.admit(&component.name)?;
-    serve_component(&state, &component, method, &uri, headers, body).await
+    serve_component(state, component, method, uri, headers, body).await
 }
 
 /// Runs an admitted request through `component`, with the principal of its
