@@ -88,10 +88,12 @@ impl Lag {
 /// once; with Redis up it costs nothing but the notices and a ping every
 /// `LISTEN_PING`. When the listening connection is lost (closed, or a
 /// ping unanswered within `LISTEN_TIMEOUT`), notices sent meanwhile are
-/// lost with it: the memory tier's entries turn stale then (served only
-/// when the database cannot answer; none was invalidated unheard before
-/// the loss), and are flushed once it listens anew (the outbox covers
-/// Redis).
+/// lost with it. A connection that closed makes the memory tier's entries
+/// stale (served only when the database cannot answer: every notice
+/// before the close was heard); one that went silent (noticed by an
+/// unanswered ping, seconds late) flushes it, since notices of those
+/// seconds may be lost already. Either way the tier is flushed once it
+/// listens anew (the outbox covers Redis).
 pub fn listen(database_url: String, cache: &Arc<TieredCache>, relay: &Relay) {
     let cache = Arc::downgrade(cache);
     let heard = Heard {
@@ -108,12 +110,20 @@ pub fn listen(database_url: String, cache: &Arc<TieredCache>, relay: &Relay) {
                     let Some(live) = cache.upgrade() else {
                         return;
                     };
+                    let silent = matches!(&e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
                     if !std::mem::replace(&mut missed, true) {
-                        // It listened, then lost the connection: notices
-                        // may be missed from now on, not until now, so
-                        // what it holds may still be served stale.
-                        tracing::warn!(error = %e, "invalidation listener: connection lost; memory tier stale");
-                        live.suspect_memory();
+                        if silent {
+                            // Noticed only by an unanswered ping: notices
+                            // of the last seconds may be lost already.
+                            tracing::warn!(error = %e, "invalidation listener: connection went silent; memory tier flushed");
+                            live.flush_memory();
+                        } else {
+                            // Closed: notices may be missed from now on,
+                            // not until now, so what it holds may still
+                            // be served stale.
+                            tracing::warn!(error = %e, "invalidation listener: connection closed; memory tier stale");
+                            live.suspect_memory();
+                        }
                     } else {
                         tracing::debug!(error = %e, "invalidation listener: no connection; retrying");
                     }

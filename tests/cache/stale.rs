@@ -100,6 +100,9 @@ async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_cut() {
     }
 }
 
+// End to end: the page's entry is invalidated by the install, so the
+// replay finds nothing to serve (`behaviour.rs` checks `get_stale` itself
+// on an invalidated entry each tier still holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_page_is_never_served_stale() {
     for (tier, redis) in [("memory", false), ("redis", true)] {
@@ -132,4 +135,22 @@ async fn an_invalidated_page_is_never_served_stale() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(details(&h.app, id).await.0, 503, "{tier}: past its TTL");
     }
+}
+
+// A partition (nothing answers, nothing closes) rather than a cut: the
+// database calls wait instead of failing at once, and the page is still
+// served stale from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_partitioned() {
+    let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(true).await else {
+        return;
+    };
+    let id = "agent-000024";
+    let (_, _, _, count) = details(&h.app, id).await;
+    assert_eq!(details(&h.app, id).await.1, "HIT");
+    proxy.partition();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, x_cache, _, stale_count) = details(&h.app, id).await;
+    assert_eq!((status, x_cache.as_str()), (200, "STALE"));
+    assert_eq!(stale_count, count);
 }

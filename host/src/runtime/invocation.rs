@@ -73,6 +73,10 @@ pub(crate) struct Invocation {
     reading: Reading,
     /// What it did, for `Runtime::invoke`.
     ran: Ran,
+    /// Whether a database call is awaiting its answer: a run that ends
+    /// (its deadline) while one is counts as one the database could not
+    /// answer.
+    waiting_on_database: bool,
     /// Keys being computed by some request now.
     flights: Arc<Flights>,
     /// The keys this request missed first and so computes; dropped (waking
@@ -174,6 +178,7 @@ impl Invocation {
             grace: component.stale_grace.unwrap_or(sandbox.stale_grace),
             reading,
             ran: Ran::default(),
+            waiting_on_database: false,
             component: component.name.clone(),
             namespace: component.cache_namespace.clone(),
             capabilities,
@@ -226,13 +231,19 @@ impl Invocation {
         self.limits.memory_exceeded
     }
 
-    /// What the run did so far.
+    /// What the run did so far; a database call still awaiting its answer
+    /// counts as one the database could not answer.
     pub(crate) fn ran(&self) -> Ran {
-        self.ran
+        Ran {
+            database_failed: self.ran.database_failed || self.waiting_on_database,
+            ..self.ran
+        }
     }
 
-    /// Notes a database call the database could not answer.
+    /// Notes a database call's answer, and one the database could not
+    /// give.
     fn note<T>(&mut self, result: &Result<T, hostdb::DbError>) {
+        self.waiting_on_database = false;
         if matches!(
             result,
             Err(hostdb::DbError::Unavailable(_) | hostdb::DbError::Timeout(_))
@@ -403,6 +414,7 @@ impl db::Host for Invocation {
         self.refused_in_stale_replay()?;
         self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
+        self.waiting_on_database = true;
         let rows = self.capabilities.db.query(&sql, &params).await;
         self.note(&rows);
         Ok(rows?.into())
@@ -412,6 +424,7 @@ impl db::Host for Invocation {
         self.refused_in_stale_replay()?;
         self.before_reading_data().await;
         let params: Vec<hostdb::Value> = params.into_iter().map(Into::into).collect();
+        self.waiting_on_database = true;
         let affected = self.capabilities.db.execute(&sql, &params).await;
         self.note(&affected);
         Ok(affected?)
@@ -435,6 +448,7 @@ impl db::Host for Invocation {
             })
             .collect();
         if invalidates.is_empty() {
+            self.waiting_on_database = true;
             let results = self.capabilities.db.transaction(&statements).await;
             self.note(&results);
             return Ok(results?.into_iter().map(Into::into).collect());
@@ -450,6 +464,7 @@ impl db::Host for Invocation {
         // it should this request not get to (see `crate::relay`).
         let tags: Vec<String> = invalidates.iter().map(|t| self.scoped(t)).collect();
         let invalidation = hostdb::Invalidation::new(tags);
+        self.waiting_on_database = true;
         let results = self
             .capabilities
             .db
