@@ -50,7 +50,9 @@ impl DeploymentStore {
     }
 
     /// The versions recorded for `name`, oldest first, with their bytes;
-    /// `None` if it was never deployed.
+    /// `None` if it was never deployed. A version whose file cannot be
+    /// read is left out, with a warning: one lost file must not stop the
+    /// host from serving the others.
     pub fn load(&self, name: &str) -> io::Result<Option<Vec<StoredVersion>>> {
         let history = match std::fs::read_to_string(self.component_dir(name).join("history")) {
             Ok(text) => text,
@@ -59,12 +61,21 @@ impl DeploymentStore {
         };
         let mut versions = Vec::new();
         for digest in history.lines().filter(|l| !l.is_empty()) {
-            let bytes = std::fs::read(self.component_dir(name).join(format!("{digest}.wasm")))?;
-            versions.push(StoredVersion {
-                digest: digest.to_string(),
-                bytes,
-            });
+            let file = self.component_dir(name).join(format!("{digest}.wasm"));
+            match std::fs::read(&file) {
+                Ok(bytes) => versions.push(StoredVersion {
+                    digest: digest.to_string(),
+                    bytes,
+                }),
+                Err(e) => tracing::warn!(
+                    component = name,
+                    %digest,
+                    error = %e,
+                    file = %file.display(),
+                    "a recorded version cannot be read; left out"
+                ),
+            }
         }
-        Ok((!versions.is_empty()).then_some(versions))
+        Ok(Some(versions))
     }
 }

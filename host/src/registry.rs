@@ -97,8 +97,10 @@ pub struct Registry {
 impl Registry {
     /// Loads every component of the manifest at `path`, or, for a component
     /// deployed before (recorded in `store`), its deployed versions. Fails,
-    /// naming the component, if any file is missing or does not fit the
-    /// world.
+    /// naming the component, if a manifest file it needs is missing or
+    /// does not fit the world. Recorded versions that no longer load are
+    /// left out (logged), and the newest that loads serves; with none, the
+    /// manifest's file.
     pub fn from_manifest(
         runtime: &Runtime,
         path: &Path,
@@ -113,39 +115,55 @@ impl Registry {
                 loaded.stale_grace = spec.stale_grace();
                 Arc::new(loaded)
             };
-            let deployed = match &store {
-                Some(store) => store
-                    .load(&spec.name)
-                    .with_context(|| format!("reading the deployments of {:?}", spec.name))?,
+            let deployed = match store.as_ref().map(|store| store.load(&spec.name)) {
+                Some(Ok(recorded)) => recorded,
+                Some(Err(e)) => {
+                    tracing::warn!(component = %spec.name, error = %e, "cannot read its recorded deployments; serving the manifest's file");
+                    Some(Vec::new())
+                }
                 None => None,
             };
             let was_deployed = deployed.is_some();
             let mut versions = Vec::new();
-            match deployed {
-                Some(recorded) => {
-                    for crate::deployments::StoredVersion { digest, bytes } in recorded {
-                        let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
-                            format!(
-                                "loading deployed version {digest} of {:?} (remove its deployments directory to serve the manifest's file)",
-                                spec.name
-                            )
-                        })?;
-                        versions.push(in_namespace(loaded));
-                    }
-                }
-                None => {
-                    let file = dir.join(&spec.file);
-                    let bytes = std::fs::read(&file).with_context(|| {
-                        format!("reading component {:?} from {}", spec.name, file.display())
-                    })?;
-                    let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
-                        format!("loading component {:?} from {}", spec.name, file.display())
-                    })?;
-                    versions.push(in_namespace(loaded));
+            // A recorded version that no longer loads (its bytes altered,
+            // or no longer fitting this host's contract) is left out with
+            // a warning; the newest that loads serves.
+            for crate::deployments::StoredVersion { digest, bytes } in deployed.unwrap_or_default()
+            {
+                match runtime.load(&spec.name, &bytes) {
+                    Ok(loaded) if loaded.digest == digest => versions.push(in_namespace(loaded)),
+                    Ok(loaded) => tracing::warn!(
+                        component = %spec.name,
+                        recorded = %digest,
+                        found = %loaded.digest,
+                        "a recorded version's bytes do not match its digest; left out"
+                    ),
+                    Err(e) => tracing::warn!(
+                        component = %spec.name,
+                        %digest,
+                        error = %e,
+                        "a recorded version no longer loads; left out"
+                    ),
                 }
             }
-            // `versions` is never empty: one per recorded digest (at least
-            // one) or the manifest's file.
+            if was_deployed && versions.is_empty() {
+                tracing::warn!(
+                    component = %spec.name,
+                    "no recorded version loads; serving the manifest's file"
+                );
+            }
+            if versions.is_empty() {
+                let file = dir.join(&spec.file);
+                let bytes = std::fs::read(&file).with_context(|| {
+                    format!("reading component {:?} from {}", spec.name, file.display())
+                })?;
+                let loaded = runtime.load(&spec.name, &bytes).with_context(|| {
+                    format!("loading component {:?} from {}", spec.name, file.display())
+                })?;
+                versions.push(in_namespace(loaded));
+            }
+            // `versions` is never empty: the recorded ones that load, or
+            // the manifest's file.
             let current = versions.pop().expect("at least one version");
             tracing::info!(
                 component = %spec.name,

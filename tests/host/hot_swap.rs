@@ -413,3 +413,55 @@ async fn wait_for_version(app: &axum::Router, expected: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// A recorded version that no longer loads (its file altered, or gone)
+// never stops the host from starting: the newest version that loads
+// serves, and with none, the manifest's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_recorded_version_does_not_stop_the_host_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
+    let http = || HttpLimits {
+        admin_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    let start = || {
+        support::build_in(
+            dir.path(),
+            None,
+            None,
+            SandboxConfig::default(),
+            http(),
+            routes,
+        )
+    };
+    let first = start().await;
+    let v2 = wasm("greeter_v2.wasm");
+    let (response, _) = send(&first, upload("greeter", v2.clone(), Some(ADMIN))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(version(&first).await, "v2");
+    drop(first);
+
+    // v2's recorded bytes are altered: v1, recorded before it, serves.
+    let digest: String = Sha256::digest(&v2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let recorded = dir.path().join("state/deployments/greeter");
+    let v2_file = recorded.join(format!("{digest}.wasm"));
+    assert!(v2_file.is_file(), "v2 recorded at {}", v2_file.display());
+    std::fs::write(&v2_file, b"not a component").unwrap();
+    let second = start().await;
+    assert_eq!(version(&second).await, "v1");
+    drop(second);
+
+    // Every recorded file gone: the manifest's file serves.
+    for entry in std::fs::read_dir(&recorded).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let third = start().await;
+    assert_eq!(version(&third).await, "v1");
+}
