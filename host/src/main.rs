@@ -158,6 +158,11 @@ struct ServeArgs {
     /// component's `stale_grace` in the manifest overrides it; 0: none.
     #[arg(long, env = "CACHE_STALE_GRACE", default_value_t = host::runtime::DEFAULT_STALE_GRACE.as_secs())]
     cache_stale_grace: u64,
+    /// Seconds after an entry's TTL (within its grace) during which a
+    /// GET that misses it gets it at once (`X-Cache: STALE`) while one
+    /// background run refreshes it; 0: such a GET computes it itself.
+    #[arg(long, env = "CACHE_REVALIDATE_WINDOW", default_value_t = host::runtime::DEFAULT_REVALIDATE_WINDOW.as_secs())]
+    cache_revalidate_window: u64,
     /// Benchmarks only: also serve the native baseline of the browse and
     /// details cache-hit path under `/native` (see BENCHMARKS.md).
     #[arg(long, env = "NATIVE_BASELINE", default_value_t = false, action = clap::ArgAction::Set)]
@@ -238,6 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             pagemap_scan: args.pagemap_scan,
             max_cache_ttl: args.cache_max_ttl.map(Duration::from_secs),
             stale_grace: Duration::from_secs(args.cache_stale_grace),
+            revalidate_window: Duration::from_secs(args.cache_revalidate_window),
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,

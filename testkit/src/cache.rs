@@ -253,7 +253,7 @@ impl Cache for MockCache {
 
     /// Not recorded as a call: the host asks for stale entries, never a
     /// component.
-    async fn get_stale(&self, key: &str) -> Option<Stale> {
+    async fn get_stale(&self, key: &str, past_ttl: Option<Duration>) -> Option<Stale> {
         self.delay().await;
         let s = self.state();
         if s.failing {
@@ -265,7 +265,9 @@ impl Cache for MockCache {
             .map(|e| Stale {
                 value: e.value.clone(),
                 age: s.now.saturating_sub(e.stored_at),
+                past_ttl: s.now.saturating_sub(e.expires_at),
             })
+            .filter(|stale| stale.within(past_ttl))
     }
 
     async fn delete(&self, key: &str) {

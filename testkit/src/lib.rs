@@ -307,8 +307,12 @@ impl host::cache::Cache for Unscoped {
             .await
     }
 
-    async fn get_stale(&self, key: &str) -> Option<host::cache::Stale> {
-        self.0.get_stale(unscoped(key)).await
+    async fn get_stale(
+        &self,
+        key: &str,
+        past_ttl: Option<std::time::Duration>,
+    ) -> Option<host::cache::Stale> {
+        self.0.get_stale(unscoped(key), past_ttl).await
     }
 
     async fn delete(&self, key: &str) {

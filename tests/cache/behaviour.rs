@@ -62,11 +62,14 @@ async fn an_entry_is_kept_stale_for_its_grace_after_its_ttl() {
             grace: second,
         };
         set_for(c, "k", b"v", life, &["t"]).await;
-        let fresh = c.get_stale("k").await.expect("fresh is stale-servable too");
+        let fresh = c
+            .get_stale("k", None)
+            .await
+            .expect("fresh is stale-servable too");
         assert_eq!(fresh.value, b"v", "{name}");
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(get(c, "k").await, None, "{name}: expired");
-        let stale = c.get_stale("k").await.expect("within its grace");
+        let stale = c.get_stale("k", None).await.expect("within its grace");
         assert_eq!(stale.value, b"v", "{name}");
         assert!(
             stale.age >= Duration::from_millis(1100) && stale.age < Duration::from_secs(10),
@@ -74,7 +77,7 @@ async fn an_entry_is_kept_stale_for_its_grace_after_its_ttl() {
             stale.age
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(c.get_stale("k").await, None, "{name}: past its grace");
+        assert_eq!(c.get_stale("k", None).await, None, "{name}: past its grace");
     }
 }
 
@@ -91,9 +94,12 @@ async fn an_invalidated_entry_is_never_stale() {
         set_for(c, "k", b"v", life, &["t"]).await;
         set_for(c, "other", b"o", life, &["u"]).await;
         c.invalidate_tags(&tags(&["t"])).await;
-        assert_eq!(c.get_stale("k").await, None, "{name}");
+        assert_eq!(c.get_stale("k", None).await, None, "{name}");
         assert_eq!(get(c, "k").await, None, "{name}");
-        assert!(c.get_stale("other").await.is_some(), "{name}: untouched");
+        assert!(
+            c.get_stale("other", None).await.is_some(),
+            "{name}: untouched"
+        );
     }
 }
 
@@ -111,13 +117,13 @@ async fn a_suspected_memory_tier_serves_only_stale() {
     set_for(&cache, "b", b"2", life, &["u"]).await;
     cache.suspect();
     assert_eq!(get(&cache, "a").await, None);
-    assert!(cache.get_stale("a").await.is_some());
+    assert!(cache.get_stale("a", None).await.is_some());
     cache.invalidate_tags(&tags(&["t"])).await;
-    assert_eq!(cache.get_stale("a").await, None);
+    assert_eq!(cache.get_stale("a", None).await, None);
     set_for(&cache, "c", b"3", life, &[]).await;
     assert_eq!(get(&cache, "c").await, Some(b"3".to_vec()), "stored after");
     cache.flush();
-    assert_eq!(cache.get_stale("b").await, None);
+    assert_eq!(cache.get_stale("b", None).await, None);
 }
 
 #[tokio::test]

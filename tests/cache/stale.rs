@@ -1,7 +1,10 @@
-//! Stale-if-error through a host on PostgreSQL behind a cuttable proxy,
-//! with a 1-second `--cache-max-ttl`: a page past its TTL is served stale
-//! while the database is cut, on the memory tier (no Redis) and on the
-//! Redis tier; an invalidated page never is.
+//! Stale serving through a host on PostgreSQL behind a cuttable proxy,
+//! with a 1-second `--cache-max-ttl`, on the memory tier (no Redis) and on
+//! the Redis tier: stale-if-error (without stale-while-revalidate, so that
+//! only a failing database serves stale): a page past its TTL is served
+//! stale while the database is cut or partitioned, and an invalidated page
+//! never is; and stale-while-revalidate: requests just past the TTL get
+//! the page at once while one background run refreshes it.
 
 use axum::Router;
 use host::http::HttpLimits;
@@ -11,9 +14,11 @@ use support::proxy::Proxy;
 use support::{DEFAULT_ROUTES, TestHost, get, host_on, json};
 
 /// A host on a fresh schema reached through a proxy, with Redis or not,
-/// whose entries live 1 s.
+/// whose entries live 1 s; stale-while-revalidate only if `revalidate`
+/// (else a page past its TTL is stale only when the database fails).
 async fn host_with_db_behind_proxy(
     redis: bool,
+    revalidate: bool,
 ) -> Option<(
     TestHost,
     Proxy,
@@ -32,6 +37,11 @@ async fn host_with_db_behind_proxy(
         prefix.as_ref().map(|p| p.settings.clone()),
         SandboxConfig {
             max_cache_ttl: Some(Duration::from_secs(1)),
+            revalidate_window: if revalidate {
+                host::runtime::DEFAULT_REVALIDATE_WINDOW
+            } else {
+                Duration::ZERO
+            },
             ..SandboxConfig::default()
         },
         HttpLimits::default(),
@@ -65,7 +75,8 @@ async fn details(app: &Router, id: &str) -> (u16, String, Option<u64>, Option<i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_cut() {
     for (tier, redis) in [("memory", false), ("redis", true)] {
-        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis).await else {
+        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis, false).await
+        else {
             return;
         };
         let id = "agent-000021";
@@ -106,7 +117,8 @@ async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_page_is_never_served_stale() {
     for (tier, redis) in [("memory", false), ("redis", true)] {
-        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis).await else {
+        let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis, false).await
+        else {
             return;
         };
         let id = "agent-000023";
@@ -142,7 +154,7 @@ async fn an_invalidated_page_is_never_served_stale() {
 // served stale from Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_partitioned() {
-    let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(true).await else {
+    let Some((h, proxy, _schema, _prefix)) = host_with_db_behind_proxy(true, false).await else {
         return;
     };
     let id = "agent-000024";
@@ -153,4 +165,61 @@ async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_partitioned()
     let (status, x_cache, _, stale_count) = details(&h.app, id).await;
     assert_eq!((status, x_cache.as_str()), (200, "STALE"));
     assert_eq!(stale_count, count);
+}
+
+/// Statements run against the database so far.
+async fn statements(app: &Router) -> u64 {
+    let (_, body) = get(app, "/metrics").await;
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("marketplace_db_statements_total "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+// Stale-while-revalidate: requests that miss a page whose TTL ended a
+// moment ago all get it at once, marked stale (none computes it: none says
+// MISS), and one background run refreshes it, at the cost of one
+// computation of the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_just_past_the_ttl_get_the_page_at_once_and_one_refresh_runs() {
+    for (tier, redis) in [("memory", false), ("redis", true)] {
+        let Some((h, _proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis, true).await
+        else {
+            return;
+        };
+        let id = "agent-000025";
+        let before = statements(&h.app).await;
+        assert_eq!(details(&h.app, id).await.1, "MISS", "{tier}");
+        let one = statements(&h.app).await - before;
+        assert!(one > 0, "{tier}");
+        assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
+
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = statements(&h.app).await;
+        let answers = futures::future::join_all((0..8).map(|_| details(&h.app, id))).await;
+        for (status, x_cache, _, _) in &answers {
+            assert_eq!(*status, 200, "{tier}");
+            assert!(x_cache == "STALE" || x_cache == "HIT", "{tier}: {x_cache}");
+        }
+        assert!(
+            answers.iter().any(|a| a.1 == "STALE"),
+            "{tier}: {answers:?}"
+        );
+        let mut refreshed = false;
+        for _ in 0..50 {
+            if details(&h.app, id).await.1 == "HIT" {
+                refreshed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refreshed, "{tier}: refreshed in the background");
+        assert_eq!(
+            statements(&h.app).await - before,
+            one,
+            "{tier}: one refresh"
+        );
+    }
 }

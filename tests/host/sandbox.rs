@@ -351,12 +351,14 @@ async fn a_component_built_against_contract_0_1_0_still_serves() {
 }
 
 // `--cache-max-ttl` caps the TTL a component asks for: the fixture asks
-// for 600 s, and with a 1 s cap its entry is gone after 1.2 s, while on a
+// for 600 s, and with a 1 s cap its entry is gone after 1.2 s (without
+// stale-while-revalidate, which would still answer with it), while on a
 // host without the cap it is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_max_cache_ttl_caps_the_ttl_a_component_asks_for() {
     let capped = host(SandboxConfig {
         max_cache_ttl: Some(Duration::from_secs(1)),
+        revalidate_window: Duration::ZERO,
         ..sandbox()
     })
     .await;

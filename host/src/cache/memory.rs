@@ -163,6 +163,7 @@ impl MemoryCache {
             Some(Stale {
                 value: entry.value.to_vec(),
                 age: entry.stored_at.elapsed(),
+                past_ttl: Instant::now().saturating_duration_since(entry.expires_at),
             })
         } else {
             self.entries.invalidate(key).await;
@@ -236,8 +237,8 @@ impl Cache for MemoryCache {
         self.insert(key, value, life, tags, stamp).await;
     }
 
-    async fn get_stale(&self, key: &str) -> Option<Stale> {
-        self.lookup_stale(key).await
+    async fn get_stale(&self, key: &str, past_ttl: Option<Duration>) -> Option<Stale> {
+        self.lookup_stale(key).await.filter(|s| s.within(past_ttl))
     }
 
     async fn delete(&self, key: &str) {

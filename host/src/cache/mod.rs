@@ -102,6 +102,15 @@ pub struct Stale {
     pub value: Vec<u8>,
     /// Since it was stored.
     pub age: Duration,
+    /// Since its TTL ended (zero while it is fresh).
+    pub past_ttl: Duration,
+}
+
+impl Stale {
+    /// Whether its TTL ended at most `bound` ago (any time, without one).
+    pub fn within(&self, bound: Option<Duration>) -> bool {
+        bound.is_none_or(|bound| self.past_ttl <= bound)
+    }
 }
 
 impl Stamp {
@@ -126,10 +135,11 @@ pub trait Cache: Send + Sync + 'static {
     /// `stamp`; a tier whose clock `stamp` lacks stores nothing.
     async fn set(&self, key: &str, value: Vec<u8>, life: Lifetime, tags: &[String], stamp: &Stamp);
 
-    /// The entry under `key` if it is within its grace (or still fresh) and
-    /// none of its tags was invalidated since it was stored: for when its
-    /// data cannot be read. An invalidated entry is never stale.
-    async fn get_stale(&self, key: &str) -> Option<Stale>;
+    /// The entry under `key` if it is within its grace (or still fresh),
+    /// its TTL ended at most `past_ttl` ago (when given), and none of its
+    /// tags was invalidated since it was stored: for when its data cannot
+    /// be read, or is being refreshed. An invalidated entry is never stale.
+    async fn get_stale(&self, key: &str, past_ttl: Option<Duration>) -> Option<Stale>;
 
     /// Removes `key`.
     async fn delete(&self, key: &str);

@@ -91,10 +91,11 @@ return {1, e[1], clock, epoch, e[2], left}
 ";
 
 // The entry under the key if none of its tags was invalidated since it was
-// stored, fresh or not, with its age in milliseconds.
+// stored, fresh or not, with its age and how long ago its TTL ended (0
+// while fresh), in milliseconds.
 const STALE_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
-local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p', 'c')
+local e = redis.call('HMGET', KEYS[1], 'v', 't', 's', 'p', 'c', 'x')
 if not e[1] or not e[5] then return {0} end
 if e[4] ~= epoch then
   redis.call('DEL', KEYS[1])
@@ -109,7 +110,9 @@ for tag in string.gmatch(e[2], '[^\n]+') do
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {1, e[1], math.max(now - tonumber(e[5]), 0)}
+local past = 0
+if e[6] then past = math.max(now - tonumber(e[6]), 0) end
+return {1, e[1], math.max(now - tonumber(e[5]), 0), past}
 ";
 
 const CLOCK_SCRIPT: &str = r"
@@ -377,13 +380,14 @@ impl RedisCache {
         else {
             return Ok(None);
         };
-        let age = match reply.get(2) {
-            Some(redis::Value::Int(ms)) => u64::try_from(*ms).unwrap_or(0),
-            _ => 0,
+        let ms = |i: usize| match reply.get(i) {
+            Some(redis::Value::Int(ms)) => Duration::from_millis(u64::try_from(*ms).unwrap_or(0)),
+            _ => Duration::ZERO,
         };
         Ok(Some(Stale {
             value: value.clone(),
-            age: Duration::from_millis(age),
+            age: ms(2),
+            past_ttl: ms(3),
         }))
     }
 

@@ -529,36 +529,28 @@ impl Cache for TieredCache {
     /// then holds only what was stored while Redis was out, which may have
     /// missed other hosts' invalidations. Without Redis, the memory tier's
     /// (it heard every invalidation until its listener was lost).
-    async fn get_stale(&self, key: &str) -> Option<Stale> {
+    /// Counts what it returns as `stale` (the miss before it was counted).
+    async fn get_stale(&self, key: &str, past_ttl: Option<Duration>) -> Option<Stale> {
         let inner = &self.inner;
         let endpoint = endpoint_of(key);
-        if inner.redis.is_some() {
+        let (found, tier) = if inner.redis.is_some() {
             let redis = inner.redis_for(endpoint).await?;
             match redis.get_stale(key).await {
                 Ok(found) => {
                     inner.succeeded();
-                    let outcome = if found.is_some() {
-                        Outcome::stale
-                    } else {
-                        Outcome::miss
-                    };
-                    inner.metrics.record(endpoint, Tier::redis, outcome);
-                    return found;
+                    (found, Tier::redis)
                 }
                 Err(e) => {
                     inner.failed(endpoint, &e);
                     return None;
                 }
             }
-        }
-        let found = inner.memory.lookup_stale(key).await;
-        let outcome = if found.is_some() {
-            Outcome::stale
         } else {
-            Outcome::miss
+            (inner.memory.lookup_stale(key).await, Tier::memory)
         };
-        inner.metrics.record(endpoint, Tier::memory, outcome);
-        found
+        let found = found.filter(|s| s.within(past_ttl))?;
+        inner.metrics.record(endpoint, tier, Outcome::stale);
+        Some(found)
     }
 
     async fn delete(&self, key: &str) {

@@ -321,7 +321,7 @@ pub(super) async fn dispatch(
 /// `dispatch` once the component is known.
 async fn admit_and_serve(
     state: &AppState,
-    component: &LoadedComponent,
+    component: &Arc<LoadedComponent>,
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
@@ -361,7 +361,7 @@ async fn admit_and_serve(
 /// here, before the component runs.
 pub(super) async fn serve_component(
     state: &AppState,
-    component: &LoadedComponent,
+    component: &Arc<LoadedComponent>,
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
@@ -395,7 +395,7 @@ pub(super) async fn serve_component(
         body: body.into(),
         principal,
     };
-    let response = state.inner.runtime.invoke(component, request).await?;
+    let response = state.inner.runtime.serve(component, request).await?;
     into_http(response, &component.name)
 }
 

@@ -38,7 +38,14 @@ pub struct SandboxConfig {
     /// be served when the database cannot answer a GET (stale-if-error),
     /// unless its manifest entry says otherwise.
     pub stale_grace: Duration,
+    /// How long after an entry's TTL a request that misses it is answered
+    /// from it at once while one background run refreshes it
+    /// (stale-while-revalidate); zero turns that off.
+    pub revalidate_window: Duration,
 }
+
+/// The default of `SandboxConfig::revalidate_window`.
+pub const DEFAULT_REVALIDATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The default of `SandboxConfig::stale_grace`.
 pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(300);
@@ -64,6 +71,7 @@ impl Default for SandboxConfig {
             pagemap_scan: DEFAULT_PAGEMAP_SCAN,
             max_cache_ttl: None,
             stale_grace: DEFAULT_STALE_GRACE,
+            revalidate_window: DEFAULT_REVALIDATE_WINDOW,
         }
     }
 }

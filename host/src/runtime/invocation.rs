@@ -29,21 +29,29 @@ const LOG_BYTES_LIMIT: usize = 16 << 10;
 /// How a run's cache reads go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reading {
-    /// Fresh entries only; misses are computed (the usual run).
+    /// Fresh entries only; misses are computed.
     Fresh,
+    /// `Fresh`, except that a miss on an entry whose TTL ended within the
+    /// revalidate window gets that entry at once, and the first such miss
+    /// on a key claims its refresh (`Ran::refresh`), which the caller runs
+    /// in the background (stale-while-revalidate; `Runtime::serve`).
+    Revalidating,
     /// Fresh entries, else entries past their TTL within their grace;
     /// nothing is stored, and database calls fail at once: the replay of a
     /// GET the database could not answer (`Runtime::invoke`).
     Stale,
 }
 
-/// What a run did that decides whether it is replayed stale.
-#[derive(Debug, Clone, Copy, Default)]
+/// What a run did that decides whether it is replayed stale, labelled
+/// stale, or followed by a refresh.
+#[derive(Default)]
 pub(crate) struct Ran {
     /// A database call could not be answered (`Unavailable`, `Timeout`).
     pub database_failed: bool,
     /// The age of the oldest stale entry it read, if it read any.
     pub stale_age: Option<Duration>,
+    /// The keys it served stale and claimed the refresh of.
+    pub refresh: Vec<FillGuard>,
 }
 
 /// Everything one request's `Store` holds.
@@ -69,6 +77,8 @@ pub(crate) struct Invocation {
     max_ttl: Option<Duration>,
     /// How long an entry it stores is kept past its TTL.
     grace: Duration,
+    /// How long past its TTL a missed entry is served while refreshed.
+    revalidate_window: Duration,
     /// Fresh or stale reads.
     reading: Reading,
     /// What it did, for `Runtime::invoke`.
@@ -171,11 +181,13 @@ impl Invocation {
         flights: Arc<Flights>,
         expires: Instant,
         reading: Reading,
+        filling: Vec<FillGuard>,
     ) -> Self {
         Self {
             expires,
             max_ttl: sandbox.max_cache_ttl,
             grace: component.stale_grace.unwrap_or(sandbox.stale_grace),
+            revalidate_window: sandbox.revalidate_window,
             reading,
             ran: Ran::default(),
             waiting_on_database: false,
@@ -190,7 +202,7 @@ impl Invocation {
             },
             stamp: Stamp::default(),
             flights,
-            filling: Vec::new(),
+            filling,
             logged: LogBudget::default(),
             ticks: 0,
             busy: None,
@@ -231,13 +243,12 @@ impl Invocation {
         self.limits.memory_exceeded
     }
 
-    /// What the run did so far; a database call still awaiting its answer
-    /// counts as one the database could not answer.
-    pub(crate) fn ran(&self) -> Ran {
-        Ran {
-            database_failed: self.ran.database_failed || self.waiting_on_database,
-            ..self.ran
-        }
+    /// What the run did; a database call still awaiting its answer counts
+    /// as one the database could not answer.
+    pub(crate) fn take_ran(&mut self) -> Ran {
+        let mut ran = std::mem::take(&mut self.ran);
+        ran.database_failed |= self.waiting_on_database;
+        ran
     }
 
     /// Notes a database call's answer, and one the database could not
@@ -255,7 +266,7 @@ impl Invocation {
     /// In a stale replay, the answer every database call gets at once.
     fn refused_in_stale_replay(&self) -> Result<(), hostdb::DbError> {
         match self.reading {
-            Reading::Fresh => Ok(()),
+            Reading::Fresh | Reading::Revalidating => Ok(()),
             Reading::Stale => Err(hostdb::DbError::Unavailable(
                 "the database could not answer this request; serving what the cache still has"
                     .into(),
@@ -279,7 +290,7 @@ impl cache::Host for Invocation {
     /// Concurrent misses on one key compute once (see `get_coalesced`).
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let value = match self.reading {
-            Reading::Fresh => self.get_coalesced(key).await,
+            Reading::Fresh | Reading::Revalidating => self.get_coalesced(key).await,
             Reading::Stale => self.get_or_stale(key).await,
         };
         if value.is_some() {
@@ -350,6 +361,18 @@ impl Invocation {
         if self.filling.iter().any(|g| g.key() == key) {
             return None;
         }
+        if self.reading == Reading::Revalidating
+            && !self.revalidate_window.is_zero()
+            && let Some(stale) = cache.get_stale(&key, Some(self.revalidate_window)).await
+        {
+            // Answered at once; the first to miss it claims its refresh,
+            // the others leave it to that one.
+            if let Miss::Fill(guard) = self.flights.miss(&key) {
+                self.ran.refresh.push(guard);
+            }
+            self.ran.stale_age = Some(self.ran.stale_age.unwrap_or_default().max(stale.age));
+            return Some(stale.value);
+        }
         match self.flights.miss(&key) {
             Miss::Fill(guard) => {
                 // A fill that ended between our read and our claim (a Redis
@@ -389,7 +412,7 @@ impl Invocation {
         if let Some(value) = cache.get(&key, &mut self.stamp).await {
             return Some(value);
         }
-        let stale = cache.get_stale(&key).await?;
+        let stale = cache.get_stale(&key, None).await?;
         self.ran.stale_age = Some(self.ran.stale_age.unwrap_or_default().max(stale.age));
         Some(stale.value)
     }

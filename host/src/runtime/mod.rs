@@ -30,7 +30,7 @@ mod wasi;
 
 pub use config::{
     DEFAULT_KEEP_RESIDENT, DEFAULT_MEMORY_INIT_COW, DEFAULT_PAGEMAP_SCAN,
-    DEFAULT_STACK_KEEP_RESIDENT, DEFAULT_STALE_GRACE, SandboxConfig,
+    DEFAULT_REVALIDATE_WINDOW, DEFAULT_STACK_KEEP_RESIDENT, DEFAULT_STALE_GRACE, SandboxConfig,
 };
 pub use types::{InvokeError, LoadError, LoadedComponent};
 
@@ -195,37 +195,83 @@ impl Runtime {
         component: &LoadedComponent,
         request: Request,
     ) -> Result<Response, InvokeError> {
-        let grace = component.stale_grace.unwrap_or(self.sandbox.stale_grace);
-        let may_replay = request.method == "GET" && !grace.is_zero();
         let request = wit::Request::from(request);
+        let (response, ran) = self.answer(component, &request, Reading::Fresh).await;
+        drop(ran.refresh);
+        response
+    }
+
+    /// `invoke`, with stale-while-revalidate: a GET that misses an entry
+    /// whose TTL ended within the revalidate window is answered from it at
+    /// once (`X-Cache: STALE`), and the first such request per key runs
+    /// the request again in the background, holding the key's fill, so
+    /// that one run refreshes it while everyone else keeps getting the
+    /// stale entry.
+    pub async fn serve(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        let reading = if request.method == "GET" {
+            Reading::Revalidating
+        } else {
+            Reading::Fresh
+        };
+        let request = wit::Request::from(request);
+        let (response, ran) = self.answer(component, &request, reading).await;
+        if !ran.refresh.is_empty() {
+            let runtime = self.clone();
+            let component = component.clone();
+            tokio::spawn(async move {
+                let deadline = runtime.sandbox.deadline;
+                let (refreshed, _) = runtime
+                    .run(&component, &request, Reading::Fresh, deadline, ran.refresh)
+                    .await;
+                if let Err(e) = refreshed {
+                    tracing::debug!(component = %component.name, error = %e, "a background refresh failed");
+                }
+            });
+        }
+        response
+    }
+
+    /// A run in `reading` and, if it failed for want of the database, the
+    /// stale replay (see `invoke`); a response made from stale entries is
+    /// labelled so.
+    async fn answer(
+        &self,
+        component: &LoadedComponent,
+        request: &wit::Request,
+        reading: Reading,
+    ) -> (Result<Response, InvokeError>, Ran) {
+        let grace = component.stale_grace.unwrap_or(self.sandbox.stale_grace);
         let (first, ran) = self
-            .run(component, &request, Reading::Fresh, self.sandbox.deadline)
+            .run(
+                component,
+                request,
+                reading,
+                self.sandbox.deadline,
+                Vec::new(),
+            )
             .await;
         let failed = !first.as_ref().is_ok_and(|r| r.status < 500);
-        if !(may_replay && failed && ran.database_failed) {
-            return first;
+        if !failed {
+            return (labelled(first, ran.stale_age), ran);
+        }
+        if !(request.method == "GET" && !grace.is_zero() && ran.database_failed) {
+            return (first, ran);
         }
         // The first run may have spent the whole deadline waiting on the
         // database; this one never waits on it.
         let budget = self.sandbox.deadline.min(STALE_REPLAY_DEADLINE);
-        match self.run(component, &request, Reading::Stale, budget).await {
-            (
-                Ok(mut response),
-                Ran {
-                    stale_age: Some(age),
-                    ..
-                },
-            ) if response.status < 400 => {
-                response.headers.retain(|(name, _)| {
-                    !name.eq_ignore_ascii_case("x-cache") && !name.eq_ignore_ascii_case("age")
-                });
-                response.headers.push(("x-cache".into(), "STALE".into()));
-                response
-                    .headers
-                    .push(("age".into(), age.as_secs().to_string()));
-                Ok(response)
+        let (again, replayed) = self
+            .run(component, request, Reading::Stale, budget, Vec::new())
+            .await;
+        match (again, replayed.stale_age) {
+            (Ok(response), Some(age)) if response.status < 400 => {
+                (labelled(Ok(response), Some(age)), ran)
             }
-            _ => first,
+            _ => (first, ran),
         }
     }
 
@@ -236,6 +282,7 @@ impl Runtime {
         request: &wit::Request,
         reading: Reading,
         deadline: Duration,
+        filling: Vec<flights::FillGuard>,
     ) -> (Result<Response, InvokeError>, Ran) {
         let expires = Instant::now() + deadline;
         let mut store = Store::new(
@@ -247,6 +294,7 @@ impl Runtime {
                 self.flights.clone(),
                 expires,
                 reading,
+                filling,
             ),
         );
         store.limiter(|s| s.limits());
@@ -281,7 +329,7 @@ impl Runtime {
         // lets the epoch path report first when both apply.
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, run).await;
         let memory_exceeded = store.data().memory_exceeded();
-        let ran = store.data().ran();
+        let ran = store.data_mut().take_ran();
         let result = match outcome {
             Err(_elapsed) => Err(InvokeError::DeadlineExceeded(deadline)),
             Ok(Ok(response)) => Response::try_from(response),
@@ -293,5 +341,26 @@ impl Runtime {
             )),
         };
         (result, ran)
+    }
+}
+
+/// `response` labelled as made from stale cache entries, the oldest `age`
+/// old: `X-Cache: STALE` and `Age`, in place of what the component said.
+fn labelled(
+    response: Result<Response, InvokeError>,
+    age: Option<Duration>,
+) -> Result<Response, InvokeError> {
+    match (response, age) {
+        (Ok(mut response), Some(age)) => {
+            response.headers.retain(|(name, _)| {
+                !name.eq_ignore_ascii_case("x-cache") && !name.eq_ignore_ascii_case("age")
+            });
+            response.headers.push(("x-cache".into(), "STALE".into()));
+            response
+                .headers
+                .push(("age".into(), age.as_secs().to_string()));
+            Ok(response)
+        }
+        (response, _) => response,
     }
 }
