@@ -14,8 +14,9 @@ use support::proxy::Proxy;
 use support::{DEFAULT_ROUTES, TestHost, get, host_on, json};
 
 /// A host on a fresh schema reached through a proxy, with Redis or not,
-/// whose entries live 1 s; stale-while-revalidate only if `revalidate`
-/// (else a page past its TTL is stale only when the database fails).
+/// whose entries live 1 s; with stale-while-revalidate only if `revalidate`
+/// (else a page past its TTL is stale only when the database fails), and
+/// then entries live 2 s.
 async fn host_with_db_behind_proxy(
     redis: bool,
     revalidate: bool,
@@ -36,7 +37,7 @@ async fn host_with_db_behind_proxy(
         Some(schema.url_via(proxy.addr)),
         prefix.as_ref().map(|p| p.settings.clone()),
         SandboxConfig {
-            max_cache_ttl: Some(Duration::from_secs(1)),
+            max_cache_ttl: Some(Duration::from_secs(if revalidate { 2 } else { 1 })),
             revalidate_window: if revalidate {
                 host::runtime::DEFAULT_REVALIDATE_WINDOW
             } else {
@@ -196,19 +197,22 @@ async fn requests_just_past_the_ttl_get_the_page_at_once_and_one_refresh_runs() 
         assert!(one > 0, "{tier}");
         assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
 
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         let before = statements(&h.app).await;
         let answers = futures::future::join_all((0..8).map(|_| details(&h.app, id))).await;
-        for (status, x_cache, _, _) in &answers {
+        for (status, x_cache, age, _) in &answers {
             assert_eq!(*status, 200, "{tier}");
             assert!(x_cache == "STALE" || x_cache == "HIT", "{tier}: {x_cache}");
+            if x_cache == "STALE" {
+                assert!(age.is_some_and(|a| a >= 2), "{tier}: Age {age:?}");
+            }
         }
         assert!(
             answers.iter().any(|a| a.1 == "STALE"),
             "{tier}: {answers:?}"
         );
         let mut refreshed = false;
-        for _ in 0..50 {
+        for _ in 0..250 {
             if details(&h.app, id).await.1 == "HIT" {
                 refreshed = true;
                 break;
@@ -221,5 +225,40 @@ async fn requests_just_past_the_ttl_get_the_page_at_once_and_one_refresh_runs() 
             one,
             "{tier}: one refresh"
         );
+    }
+}
+
+// Stale-while-revalidate never answers with an invalidated entry: past its
+// TTL, a page whose agent was installed meanwhile is computed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_page_is_never_revalidated_stale() {
+    for (tier, redis) in [("memory", false), ("redis", true)] {
+        let Some((h, _proxy, _schema, _prefix)) = host_with_db_behind_proxy(redis, true).await
+        else {
+            return;
+        };
+        let id = "agent-000026";
+        let (_, _, _, before) = details(&h.app, id).await;
+        assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
+        let install = axum::http::Request::post(format!("/api/marketplace/agents/{id}/install"))
+            .header(
+                "authorization",
+                format!("Bearer {}", host::seed::DEMO_TOKEN),
+            )
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(
+                r#"{{"workspaceId":"{}"}}"#,
+                host::seed::DEMO_WORKSPACE
+            )))
+            .unwrap();
+        assert_eq!(
+            support::send(&h.app, install).await.0.status(),
+            201,
+            "{tier}"
+        );
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let (status, x_cache, _, count) = details(&h.app, id).await;
+        assert_eq!((status, x_cache.as_str()), (200, "MISS"), "{tier}");
+        assert_eq!(count, before.map(|c| c + 1), "{tier}");
     }
 }

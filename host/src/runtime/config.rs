@@ -76,9 +76,17 @@ impl Default for SandboxConfig {
     }
 }
 
+/// How many background refreshes (stale-while-revalidate) may run at
+/// once: an eighth of the in-flight bound, at least one. They have instance
+/// slots of their own, so they never take one from an admitted request.
+pub(super) fn refresh_slots(sandbox: &SandboxConfig) -> u32 {
+    (sandbox.max_in_flight / 8).max(1)
+}
+
 /// The engine configuration for `sandbox`.
 pub(super) fn engine_config(sandbox: &SandboxConfig) -> Config {
-    let slots = sandbox.max_in_flight.max(1);
+    // Room for the background refreshes too (see `refresh_slots`).
+    let slots = sandbox.max_in_flight.max(1) + refresh_slots(sandbox);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         // A wasip2 Rust component is a handful of core instances (the main

@@ -301,8 +301,8 @@ impl cache::Host for Invocation {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32, tags: Vec<String>) {
-        if self.reading == Reading::Stale {
-            // Nothing a stale replay computes is new.
+        if self.reading == Reading::Stale || self.ran.stale_age.is_some() {
+            // Nothing computed from a stale entry is new.
             return;
         }
         // Not sealed: the request has read no data yet, so every tier's
@@ -361,13 +361,23 @@ impl Invocation {
         if self.filling.iter().any(|g| g.key() == key) {
             return None;
         }
+        // Only an entry past its TTL: one within it that `get` missed was
+        // made stale for another reason (a suspected memory tier), which
+        // only a failing database may serve.
         if self.reading == Reading::Revalidating
             && !self.revalidate_window.is_zero()
             && let Some(stale) = cache.get_stale(&key, Some(self.revalidate_window)).await
+            && !stale.past_ttl.is_zero()
         {
             // Answered at once; the first to miss it claims its refresh,
             // the others leave it to that one.
             if let Miss::Fill(guard) = self.flights.miss(&key) {
+                // A refresh that ended since our read may have stored it.
+                if self.flights.completed() != fills_seen
+                    && let Some(value) = cache.get(&key, &mut self.stamp).await
+                {
+                    return Some(value);
+                }
                 self.ran.refresh.push(guard);
             }
             self.ran.stale_age = Some(self.ran.stale_age.unwrap_or_default().max(stale.age));

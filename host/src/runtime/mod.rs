@@ -92,6 +92,8 @@ pub struct Runtime {
     flights: Arc<flights::Flights>,
     /// Instances running past `BUSY_AFTER_TICKS` now.
     busy: Arc<AtomicUsize>,
+    /// One permit per background refresh that may run now.
+    refreshes: Arc<tokio::sync::Semaphore>,
     /// Where compiled components are kept.
     artifacts: Artifacts,
     _ticker: TickerGuard,
@@ -119,6 +121,7 @@ impl Runtime {
         bindings::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
         bindings::v010::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
+        let refresh_slots = config::refresh_slots(&sandbox) as usize;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
@@ -142,6 +145,7 @@ impl Runtime {
             capabilities,
             flights: Arc::default(),
             busy: Arc::default(),
+            refreshes: Arc::new(tokio::sync::Semaphore::new(refresh_slots)),
             artifacts: Artifacts(artifacts),
             _ticker: TickerGuard(stop),
         })
@@ -219,19 +223,33 @@ impl Runtime {
         };
         let request = wit::Request::from(request);
         let (response, ran) = self.answer(component, &request, reading).await;
-        if !ran.refresh.is_empty() {
-            let runtime = self.clone();
-            let component = component.clone();
-            tokio::spawn(async move {
-                let deadline = runtime.sandbox.deadline;
-                let (refreshed, _) = runtime
-                    .run(&component, &request, Reading::Fresh, deadline, ran.refresh)
-                    .await;
-                if let Err(e) = refreshed {
-                    tracing::debug!(component = %component.name, error = %e, "a background refresh failed");
-                }
-            });
+        // No refresh while the database fails (it would fail too), nor
+        // past the refreshes' own slots: the keys' fills are released, and
+        // a later request claims them again.
+        if ran.refresh.is_empty() || ran.database_failed {
+            return response;
         }
+        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else {
+            return response;
+        };
+        let runtime = self.clone();
+        let component = component.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = runtime.sandbox.deadline;
+            let (refreshed, _) = runtime
+                .run(&component, &request, Reading::Fresh, deadline, ran.refresh)
+                .await;
+            match refreshed {
+                Ok(r) if r.status < 400 => {}
+                Ok(r) => {
+                    tracing::warn!(component = %component.name, status = r.status, "a background refresh was answered with an error; the entry stays stale")
+                }
+                Err(e) => {
+                    tracing::warn!(component = %component.name, error = %e, "a background refresh failed; the entry stays stale")
+                }
+            }
+        });
         response
     }
 
