@@ -125,22 +125,7 @@ async fn an_invalidated_page_is_never_served_stale() {
         let id = "agent-000023";
         assert_eq!(details(&h.app, id).await.0, 200, "{tier}");
         assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
-        let install = axum::http::Request::post(format!("/api/marketplace/agents/{id}/install"))
-            .header(
-                "authorization",
-                format!("Bearer {}", host::seed::DEMO_TOKEN),
-            )
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(format!(
-                r#"{{"workspaceId":"{}"}}"#,
-                host::seed::DEMO_WORKSPACE
-            )))
-            .unwrap();
-        assert_eq!(
-            support::send(&h.app, install).await.0.status(),
-            201,
-            "{tier}"
-        );
+        assert_eq!(install(&h.app, id).await, 201, "{tier}");
 
         proxy.cut().await;
         let (status, x_cache, _, _) = details(&h.app, id).await;
@@ -166,6 +151,22 @@ async fn a_page_past_its_ttl_is_served_stale_while_the_database_is_partitioned()
     let (status, x_cache, _, stale_count) = details(&h.app, id).await;
     assert_eq!((status, x_cache.as_str()), (200, "STALE"));
     assert_eq!(stale_count, count);
+}
+
+/// Installs agent `id` in the demo workspace: the status.
+async fn install(app: &Router, id: &str) -> u16 {
+    let request = axum::http::Request::post(format!("/api/marketplace/agents/{id}/install"))
+        .header(
+            "authorization",
+            format!("Bearer {}", host::seed::DEMO_TOKEN),
+        )
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(format!(
+            r#"{{"workspaceId":"{}"}}"#,
+            host::seed::DEMO_WORKSPACE
+        )))
+        .unwrap();
+    support::send(app, request).await.0.status().as_u16()
 }
 
 /// Statements run against the database so far.
@@ -240,22 +241,7 @@ async fn an_invalidated_page_is_never_revalidated_stale() {
         let id = "agent-000026";
         let (_, _, _, before) = details(&h.app, id).await;
         assert_eq!(details(&h.app, id).await.1, "HIT", "{tier}");
-        let install = axum::http::Request::post(format!("/api/marketplace/agents/{id}/install"))
-            .header(
-                "authorization",
-                format!("Bearer {}", host::seed::DEMO_TOKEN),
-            )
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(format!(
-                r#"{{"workspaceId":"{}"}}"#,
-                host::seed::DEMO_WORKSPACE
-            )))
-            .unwrap();
-        assert_eq!(
-            support::send(&h.app, install).await.0.status(),
-            201,
-            "{tier}"
-        );
+        assert_eq!(install(&h.app, id).await, 201, "{tier}");
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let (status, x_cache, _, count) = details(&h.app, id).await;
         assert_eq!((status, x_cache.as_str()), (200, "MISS"), "{tier}");
