@@ -14,6 +14,9 @@
 //!   shares.
 //! - `seed`: the deterministic demo dataset.
 //! - `metrics`: the one registry every capability reports to.
+//! - `relay`: delivers cache invalidations across the fleet.
+//! - `warm`: counts the most requested GETs and refills the cache with
+//!   them on start and after a deploy.
 //!
 //! `Settings` gathers the configuration; `build` wires everything;
 //! `run` serves until shutdown.
@@ -31,6 +34,7 @@ pub mod request;
 pub mod routes;
 pub mod runtime;
 pub mod seed;
+pub mod warm;
 pub mod watch;
 
 use std::future::Future;
@@ -71,6 +75,8 @@ pub struct Settings {
     /// Whether to deploy a component when its file in the manifest's
     /// directory changes.
     pub watch_components: bool,
+    /// Cache warming.
+    pub warm: warm::WarmSettings,
 }
 
 /// Connects the capabilities, loads the components and builds the router.
@@ -124,8 +130,7 @@ pub async fn build_wrapping(
     cache_metrics.register(&mut reported);
     // Uncounted: `marketplace_db_statements_total` counts what requests run.
     let lag = relay::Lag::new(&mut reported);
-    let relay = Arc::new(relay::Relay::new(gate, lag, &mut reported));
-    let metrics = Arc::new(metrics::Metrics::new(reported));
+    let relay = Arc::new(relay::Relay::new(gate.clone(), lag, &mut reported));
     let memory = cache::MemoryCache::new(settings.memory_cache_bytes);
     let cache = Arc::new(match &settings.redis {
         None => cache::TieredCache::memory_only(memory, cache_metrics),
@@ -164,7 +169,23 @@ pub async fn build_wrapping(
             .collect();
         watch::spawn(&dir, files, runtime.clone(), registry.clone())?;
     }
-    let state = http::AppState::new(runtime, registry, db, metrics, settings.http.clone());
+    let warmer = warm::Warmer::new(
+        settings.warm.clone(),
+        runtime.clone(),
+        registry.clone(),
+        gate.clone(),
+        &mut reported,
+    );
+    warmer.start(gate.is_ready()).await;
+    let metrics = Arc::new(metrics::Metrics::new(reported));
+    let state = http::AppState::new(
+        runtime,
+        registry,
+        db,
+        metrics,
+        warmer,
+        settings.http.clone(),
+    );
     Ok(http::app(state))
 }
 

@@ -163,6 +163,15 @@ struct ServeArgs {
     /// background run refreshes it; 0: such a GET computes it itself.
     #[arg(long, env = "CACHE_REVALIDATE_WINDOW", default_value_t = host::runtime::DEFAULT_REVALIDATE_WINDOW.as_secs())]
     cache_revalidate_window: u64,
+    /// Most requested anonymous GETs run again to refill the cache on start
+    /// and after a deploy, counted by every host in the database; 0 turns
+    /// counting and warming off.
+    #[arg(long, env = "CACHE_WARM", default_value_t = host::warm::DEFAULT_WARM_TOP)]
+    cache_warm: usize,
+    /// Longest start waits for warming before taking traffic, in
+    /// milliseconds (warming goes on in the background after it).
+    #[arg(long, env = "CACHE_WARM_WAIT_MS", default_value_t = host::warm::DEFAULT_WARM_WAIT.as_millis() as u64)]
+    cache_warm_wait_ms: u64,
     /// Benchmarks only: also serve the native baseline of the browse and
     /// details cache-hit path under `/native` (see BENCHMARKS.md).
     #[arg(long, env = "NATIVE_BASELINE", default_value_t = false, action = clap::ArgAction::Set)]
@@ -256,6 +265,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_cache_bytes: args.memory_cache_bytes,
         state_dir: args.state_dir,
         watch_components: args.watch_components,
+        warm: host::warm::WarmSettings {
+            top: args.cache_warm,
+            wait: Duration::from_millis(args.cache_warm_wait_ms),
+            ..host::warm::WarmSettings::default()
+        },
         redis: args.redis_url.map(|url| host::cache::RedisSettings {
             url,
             prefix: args.redis_prefix,

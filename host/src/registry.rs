@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 
 /// Previous versions kept per component, for rollback.
 const HISTORY: usize = 5;
+/// Swap messages a slow subscriber may fall behind by before it is told it
+/// lagged.
+const SWAPS_QUEUED: usize = 64;
 
 /// One component: the version serving and the ones before it.
 struct Slot {
@@ -92,6 +95,9 @@ pub struct Registry {
     slots: BTreeMap<String, Slot>,
     /// Where deployments are recorded; `None`: they last until shutdown.
     store: Option<DeploymentStore>,
+    /// Tells subscribers (cache warming) the name of each component whose
+    /// serving version changed.
+    swaps: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Registry {
@@ -188,7 +194,14 @@ impl Registry {
             routes: RouteTable::new(&manifest.components),
             slots,
             store,
+            swaps: tokio::sync::broadcast::channel(SWAPS_QUEUED).0,
         })
+    }
+
+    /// The names of the components whose serving version changes from now
+    /// on (deploy or rollback), one message per change.
+    pub fn swaps(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.swaps.subscribe()
     }
 
     /// The version of the component routed for `path` that is serving now.
@@ -273,6 +286,8 @@ impl Registry {
         *previous = kept;
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component deployed");
+        // No subscriber is not an error.
+        let _ = self.swaps.send(name.to_string());
         Ok(self.info(name, slot))
     }
 
@@ -288,6 +303,7 @@ impl Registry {
         slot.current.store(back);
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");
+        let _ = self.swaps.send(name.to_string());
         Ok(self.info(name, slot))
     }
 

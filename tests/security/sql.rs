@@ -146,6 +146,7 @@ fn attacks(engine: Engine, dir: &Path) -> Vec<(&'static str, String)> {
         ("query", "SELECT set_config('search_path', 'nowhere', false)".to_string()),
         ("query", "SELECT token_hash, user_id FROM api_tokens".to_string()),
         ("query", "SELECT user_id FROM workspace_members".to_string()),
+        ("execute", "DELETE FROM cache_warm".to_string()),
         (
             "execute",
             "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'user-demo', 'stolen', 0)"
@@ -292,6 +293,8 @@ async fn the_sqlite_authorizer_alone_keeps_components_to_the_product_tables() {
         "SELECT token_hash FROM api_tokens".to_string(),
         "SELECT user_id FROM workspace_members".to_string(),
         "SELECT email FROM users".to_string(),
+        "INSERT INTO cache_warm (component, target, hits, seen_at) VALUES ('m', '/', 1, 0)"
+            .to_string(),
         "SELECT sql FROM sqlite_master".to_string(),
         "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'u', 'n', 0)"
             .to_string(),

@@ -193,5 +193,11 @@ pub fn settings_with(
         redis,
         state_dir: dir.join("state"),
         watch_components: watch,
+        // Off but in the tests about it (`cache/warm.rs`): no other test's
+        // counters see its requests.
+        warm: host::warm::WarmSettings {
+            top: 0,
+            ..host::warm::WarmSettings::default()
+        },
     }
 }

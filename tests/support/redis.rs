@@ -45,8 +45,9 @@ pub fn fresh_prefix(url: &str) -> RedisPrefix {
     }
 }
 
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
+impl RedisPrefix {
+    /// Deletes every key under the prefix: Redis lost its data.
+    pub fn clear(&self) {
         let Some(url) = std::env::var("REDIS_URL").ok() else {
             return;
         };
@@ -61,5 +62,11 @@ impl Drop for RedisPrefix {
             Ok(())
         })
         .join();
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        self.clear();
     }
 }

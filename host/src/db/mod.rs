@@ -40,6 +40,7 @@ pub const HOST_TABLES: &[&str] = &[
     "workspace_members",
     "api_tokens",
     OUTBOX_TABLE,
+    "cache_warm",
 ];
 
 /// The invalidation outbox (see `Invalidation`): the host writes it in a

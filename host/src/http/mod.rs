@@ -22,6 +22,7 @@ use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::{LoadedComponent, Request, Response as ComponentResponse, Runtime};
+use crate::warm::Warmer;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
@@ -87,6 +88,8 @@ struct Inner {
     db: Arc<dyn Database>,
     /// Every capability's metrics, for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Counts the anonymous GETs answered through the cache.
+    warmer: Arc<Warmer>,
     /// SHA-256 of the admin token; `None` leaves `/admin` unmounted.
     admin_token_hash: Option<Vec<u8>>,
     /// Request size and time limits.
@@ -111,6 +114,7 @@ impl AppState {
         registry: Arc<Registry>,
         db: Arc<dyn Database>,
         metrics: Arc<Metrics>,
+        warmer: Arc<Warmer>,
         limits: HttpLimits,
     ) -> Self {
         let permits = runtime.sandbox().max_in_flight as usize;
@@ -131,6 +135,7 @@ impl AppState {
                 registry,
                 db,
                 metrics,
+                warmer,
                 admin_token_hash,
                 limits,
                 in_flight: Arc::new(Semaphore::new(permits)),
@@ -304,11 +309,22 @@ pub(super) async fn dispatch(
         .resolve(uri.path())
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
     let started = std::time::Instant::now();
+    let anonymous_get = method == Method::GET && !headers.contains_key(header::AUTHORIZATION);
     let answer = admit_and_serve(&state, &component, method, &uri, headers, body).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status(),
     };
+    // What warming may run again: anonymous GETs answered through the
+    // cache.
+    if let Ok(response) = &answer
+        && anonymous_get
+        && status == StatusCode::OK
+        && response.headers().contains_key("x-cache")
+        && let Some(target) = uri.path_and_query()
+    {
+        state.inner.warmer.record(&component.name, target.as_str());
+    }
     state.inner.metrics.requests.record(
         &component.name,
         &component.digest,

@@ -205,6 +205,22 @@ impl Runtime {
         response
     }
 
+    /// `invoke` for work no client waits on (cache warming): it waits for
+    /// one of the background refreshes' instance slots, so it never takes
+    /// a slot a client's request could have had.
+    pub async fn warm(
+        &self,
+        component: &LoadedComponent,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        let _permit = self
+            .refreshes
+            .acquire()
+            .await
+            .map_err(|_| InvokeError::Exhausted("the runtime is shutting down".into()))?;
+        self.invoke(component, request).await
+    }
+
     /// `invoke`, with stale-while-revalidate: a GET that misses an entry
     /// whose TTL ended within the revalidate window is answered from it at
     /// once (`X-Cache: STALE`), and the first such request per key runs
