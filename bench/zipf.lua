@@ -40,3 +40,27 @@ end
 request = function()
   return wrk.format("GET", pick())
 end
+
+-- With COUNT_X_CACHE set, counts the answers by their X-Cache header and
+-- prints "x-cache HIT=n MISS=n STALE=n none=n" at the end (bench/warm.sh).
+if os.getenv("COUNT_X_CACHE") then
+  local threads = {}
+  setup = function(thread)
+    thread:set("seed", math.random(1, 1e9))
+    table.insert(threads, thread)
+  end
+  counts = { HIT = 0, MISS = 0, STALE = 0, none = 0 }
+  response = function(status, headers, body)
+    local x = headers["X-Cache"] or headers["x-cache"] or "none"
+    counts[x] = (counts[x] or 0) + 1
+  end
+  done = function(summary, latency, requests)
+    local total = { HIT = 0, MISS = 0, STALE = 0, none = 0 }
+    for _, thread in ipairs(threads) do
+      local c = thread:get("counts")
+      for k, v in pairs(c) do total[k] = (total[k] or 0) + v end
+    end
+    io.write(string.format("x-cache HIT=%d MISS=%d STALE=%d none=%d\n",
+      total.HIT, total.MISS, total.STALE, total.none))
+  end
+end

@@ -166,8 +166,9 @@ struct ServeArgs {
     /// Most requested anonymous GETs run again to refill the cache on start
     /// and after a deploy, counted by every host in the database; 0 turns
     /// counting and warming off.
-    #[arg(long, env = "CACHE_WARM", default_value_t = host::warm::DEFAULT_WARM_TOP)]
-    cache_warm: usize,
+    #[arg(long, env = "CACHE_WARM", default_value_t = host::warm::DEFAULT_WARM_TOP as u32,
+          value_parser = clap::value_parser!(u32).range(0..=host::warm::MAX_WARM_TOP as i64))]
+    cache_warm: u32,
     /// Longest start waits for warming before taking traffic, in
     /// milliseconds (warming goes on in the background after it).
     #[arg(long, env = "CACHE_WARM_WAIT_MS", default_value_t = host::warm::DEFAULT_WARM_WAIT.as_millis() as u64)]
@@ -266,7 +267,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         watch_components: args.watch_components,
         warm: host::warm::WarmSettings {
-            top: args.cache_warm,
+            top: args.cache_warm as usize,
             wait: Duration::from_millis(args.cache_warm_wait_ms),
             ..host::warm::WarmSettings::default()
         },

@@ -1,23 +1,24 @@
-//! Cache warming: the host counts which anonymous GETs are answered from
-//! the cache (their answer carries `X-Cache`), adds the counts to the
-//! database's `cache_warm` table every `record_every`, and, on start and
-//! after each swap of a component's version, runs the most requested of
-//! them again in the background, so that their entries are in the cache
-//! before clients ask.
+//! Cache warming: the host counts the anonymous GETs its components answer
+//! with 200 and an `X-Cache` header (the product's components label every
+//! answer they serve from or into the cache so), adds the counts to the
+//! database's `cache_warm` table every `record_every`, per hour, and, on
+//! start and after each swap of a component's version, runs the most
+//! requested of the last 24 hours again in the background, so that their
+//! entries are in the cache before clients ask.
 //!
 //! - The table is shared by the fleet: a host that starts warms what the
 //!   fleet's clients ask for most, and every host's counts add up.
 //! - Warming runs one request at a time on the runtime's background
-//!   instance slots (`Runtime::warm`): it never takes a client's slot and
-//!   never sends the database more than one request's statements at once.
-//!   It stops at the first answer that says the database is failing.
+//!   instance slots (`Runtime::warm`): it never takes a client's slot, and
+//!   each host sends the database at most one request's statements at a
+//!   time for it. It stops at the first run whose database call fails.
 //! - Start waits for it at most `wait` before taking traffic (and not at
 //!   all when the database is down then: it warms once it is back).
 //! - Only GETs without a bearer token are counted and run again: a
 //!   client's token is never kept, and what a principal sees is theirs.
 //!
-//! **Invariant:** warming only ever runs a GET the way a client would; it
-//! writes nothing a request could not.
+//! **Invariant:** warming only ever runs a GET the way an anonymous client
+//! could; it writes nothing such a request could not.
 
 use crate::db::{Database, Value};
 use crate::registry::Registry;
@@ -39,19 +40,26 @@ pub const DEFAULT_RECORD_EVERY: Duration = Duration::from_secs(10);
 /// not counted until the next (a crawler cannot grow the map without
 /// bound).
 const TRACKED: usize = 4096;
-/// Targets kept in the table per component, the most requested.
-const KEPT_PER_COMPONENT: i64 = 1000;
 /// Longest path and query counted.
-const MAX_TARGET_BYTES: usize = 2048;
+const MAX_TARGET_BYTES: usize = 512;
+/// The most `--cache-warm` may ask for.
+pub const MAX_WARM_TOP: usize = 1000;
+/// Counts are kept per hour: a target's rank is its requests over the last
+/// `WINDOW_BUCKETS` hours, so what was popular once fades, and older hours
+/// are deleted whole.
+const BUCKET_MS: i64 = 3_600_000;
+const WINDOW_BUCKETS: i64 = 24;
+/// Rows one flush statement adds at most.
+const ROWS_PER_STATEMENT: usize = 100;
 /// How often a warming that waits for the database checks it again.
 const READY_POLL: Duration = Duration::from_millis(200);
 
-const ADD: &str = "INSERT INTO cache_warm (component, target, hits, seen_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (component, target) DO UPDATE SET hits = cache_warm.hits + excluded.hits, seen_at = excluded.seen_at";
-const PRUNE: &str = "DELETE FROM cache_warm WHERE component = $1 AND target NOT IN \
-     (SELECT target FROM cache_warm WHERE component = $2 ORDER BY hits DESC, target LIMIT $3)";
-const TOP: &str = "SELECT component, target FROM cache_warm ORDER BY hits DESC, target LIMIT $1";
-const TOP_OF: &str = "SELECT component, target FROM cache_warm WHERE component = $1 ORDER BY hits DESC, target LIMIT $2";
+const ADD_HEAD: &str = "INSERT INTO cache_warm (component, target, bucket, hits) VALUES ";
+const ADD_TAIL: &str =
+    " ON CONFLICT (component, target, bucket) DO UPDATE SET hits = cache_warm.hits + excluded.hits";
+const PRUNE: &str = "DELETE FROM cache_warm WHERE bucket < $1";
+const TOP_OF: &str = "SELECT target, CAST(SUM(hits) AS BIGINT) AS n FROM cache_warm \
+     WHERE component = $1 AND bucket >= $2 GROUP BY target ORDER BY n DESC, target LIMIT $3";
 
 /// Warming's settings.
 #[derive(Debug, Clone)]
@@ -75,9 +83,12 @@ impl Default for WarmSettings {
     }
 }
 
+/// A component and what warming one of its targets did: `filled` (the
+/// entry was computed and stored) or `hit` (it was there already).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Of {
+struct Warmed {
     component: String,
+    outcome: String,
 }
 
 /// Counts requests and warms the cache from the counts.
@@ -92,7 +103,7 @@ pub struct Warmer {
     db: Arc<dyn Database>,
     /// One warming at a time.
     running: tokio::sync::Mutex<()>,
-    warmed: Family<Of, Counter>,
+    warmed: Family<Warmed, Counter>,
 }
 
 #[derive(Default)]
@@ -105,16 +116,17 @@ impl Warmer {
     /// A warmer over `runtime` and `registry`, recording to `db`; its
     /// counter `marketplace_cache_warmed_total` goes into `metrics`.
     pub fn new(
-        settings: WarmSettings,
+        mut settings: WarmSettings,
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
         db: Arc<dyn Database>,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
-        let warmed = Family::<Of, Counter>::default();
+        settings.top = settings.top.min(MAX_WARM_TOP);
+        let warmed = Family::<Warmed, Counter>::default();
         metrics.register(
             "marketplace_cache_warmed",
-            "Requests run again to warm the cache (on start and after a deploy) that answered 200",
+            "Requests run again to warm the cache (on start and after a deploy) that answered 200, by whether they filled an entry or found it",
             warmed.clone(),
         );
         Arc::new(Self {
@@ -209,78 +221,112 @@ impl Warmer {
         self.db.query("SELECT 1", &[]).await.is_ok()
     }
 
-    /// Adds the counts since the last flush to the table and keeps the
-    /// most requested targets of each component. Counts that could not be
-    /// added are dropped: they are a hint, and the next interval counts
-    /// again.
+    /// Adds the counts since the last flush to the table (per component,
+    /// the `4 × top` most requested of the interval, in one transaction of
+    /// multi-row upserts in a fixed order, so that hosts flushing at once
+    /// never deadlock), then deletes the hours past the window (rows no
+    /// flush writes any more). Counts that could not be added are dropped:
+    /// they are a hint, and the next interval counts again.
     pub async fn flush(&self) {
         let taken = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
-        let now = crate::now_ms();
+        let bucket = crate::now_ms() / BUCKET_MS;
+        let mut rows: Vec<(String, String, u64)> = Vec::new();
         for (component, targets) in taken.by_component {
-            // Deterministic order: hosts flushing at once lock rows in the
-            // same order.
             let mut targets: Vec<(String, u64)> = targets.into_iter().collect();
-            targets.sort_unstable();
-            let mut statements: Vec<crate::db::Statement> = targets
-                .into_iter()
-                .map(|(target, hits)| crate::db::Statement {
-                    sql: ADD.to_string(),
-                    params: vec![
+            targets.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            targets.truncate(self.settings.top.saturating_mul(4).max(64));
+            rows.extend(targets.into_iter().map(|(t, n)| (component.clone(), t, n)));
+        }
+        if rows.is_empty() {
+            return;
+        }
+        rows.sort_unstable();
+        let statements: Vec<crate::db::Statement> = rows
+            .chunks(ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                let mut sql = String::from(ADD_HEAD);
+                let mut params = Vec::with_capacity(chunk.len() * 4);
+                for (i, (component, target, hits)) in chunk.iter().enumerate() {
+                    let n = i * 4;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                    params.extend([
                         Value::Text(component.clone()),
-                        Value::Text(target),
-                        Value::Int(hits as i64),
-                        Value::Int(now),
-                    ],
-                })
-                .collect();
-            statements.push(crate::db::Statement {
-                sql: PRUNE.to_string(),
-                params: vec![
-                    Value::Text(component.clone()),
-                    Value::Text(component.clone()),
-                    Value::Int(KEPT_PER_COMPONENT),
-                ],
-            });
-            if let Err(e) = self.db.transaction(&statements).await {
-                tracing::debug!(%component, error = %e, "request counts for warming not recorded");
-            }
+                        Value::Text(target.clone()),
+                        Value::Int(bucket),
+                        Value::Int(i64::try_from(*hits).unwrap_or(i64::MAX)),
+                    ]);
+                }
+                sql.push_str(ADD_TAIL);
+                crate::db::Statement { sql, params }
+            })
+            .collect();
+        if let Err(e) = self.db.transaction(&statements).await {
+            tracing::warn!(error = %e, "request counts for warming not recorded");
+            return;
+        }
+        let expired = Value::Int(bucket - WINDOW_BUCKETS);
+        if let Err(e) = self.db.execute(PRUNE, &[expired]).await {
+            tracing::warn!(error = %e, "old request counts for warming not deleted");
         }
     }
 
+    /// The `top` most requested targets over the window, of `only` or of
+    /// every component of the manifest, most requested first.
+    async fn most_requested(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<(String, String)>, crate::db::DbError> {
+        let since = Value::Int(crate::now_ms() / BUCKET_MS - WINDOW_BUCKETS);
+        let limit = Value::Int(self.settings.top as i64);
+        let names: Vec<String> = match only {
+            Some(name) => vec![name.to_string()],
+            None => self.registry.list().into_iter().map(|c| c.name).collect(),
+        };
+        let mut found: Vec<(i64, String, String)> = Vec::new();
+        for name in names {
+            let rows = self
+                .db
+                .query(
+                    TOP_OF,
+                    &[Value::Text(name.clone()), since.clone(), limit.clone()],
+                )
+                .await?;
+            for row in rows.rows {
+                if let (Some(Value::Text(target)), Some(Value::Int(n))) = (row.first(), row.get(1))
+                {
+                    found.push((*n, name.clone(), target.clone()));
+                }
+            }
+        }
+        found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| (&a.1, &a.2).cmp(&(&b.1, &b.2))));
+        found.truncate(self.settings.top);
+        Ok(found.into_iter().map(|(_, c, t)| (c, t)).collect())
+    }
+
     /// Runs the most requested GETs again (of `only`, or of every
-    /// component), one at a time; returns how many answered 200.
+    /// component), one at a time; returns how many filled an entry (a
+    /// MISS: the others found theirs in the cache already).
     pub async fn warm(&self, only: Option<&str>) -> usize {
         let _one = self.running.lock().await;
         let started = Instant::now();
-        let limit = Value::Int(self.settings.top as i64);
-        let rows = match only {
-            Some(name) => {
-                self.db
-                    .query(TOP_OF, &[Value::Text(name.to_string()), limit])
-                    .await
-            }
-            None => self.db.query(TOP, &[limit]).await,
-        };
-        let rows = match rows {
-            Ok(rows) => rows.rows,
+        let targets = match self.most_requested(only).await {
+            Ok(targets) => targets,
             Err(e) => {
                 tracing::info!(error = %e, "no cache warming: the request counts could not be read");
                 return 0;
             }
         };
-        let (mut warmed, mut tried) = (0, 0);
-        for row in rows {
-            let (Some(Value::Text(component)), Some(Value::Text(target))) =
-                (row.first(), row.get(1))
-            else {
-                continue;
-            };
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let (mut filled, mut tried) = (0, 0);
+        for (component, target) in targets {
+            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
             // The route may have moved to another component since.
             let Some(loaded) = self.registry.resolve(path) else {
                 continue;
             };
-            if loaded.name != *component {
+            if loaded.name != component {
                 continue;
             }
             tried += 1;
@@ -292,39 +338,47 @@ impl Warmer {
                     .collect(),
                 ..Request::default()
             };
-            match self.runtime.warm(&loaded, request).await {
-                Ok(response) if response.status == 200 && !stale(&response) => {
-                    warmed += 1;
-                    self.warmed
-                        .get_or_create(&Of {
-                            component: component.clone(),
-                        })
-                        .inc();
-                }
-                // Answered from stale entries, or 503, or out of time: the
-                // database fails, and the rest would fail too.
-                Ok(response) if response.status == 503 || stale(&response) => break,
-                Err(InvokeError::DeadlineExceeded(_) | InvokeError::Exhausted(_)) => break,
-                Ok(_) | Err(_) => {}
+            let (response, database_failed) = self.runtime.warm(&loaded, request).await;
+            // The database fails (or there is no slot): the rest would
+            // fail too.
+            if database_failed || matches!(response, Err(InvokeError::Exhausted(_))) {
+                break;
             }
+            let Ok(response) = response else { continue };
+            let outcome = match x_cache(&response) {
+                _ if response.status != 200 => continue,
+                Some("HIT") => "hit",
+                Some("MISS") => {
+                    filled += 1;
+                    "filled"
+                }
+                _ => continue,
+            };
+            self.warmed
+                .get_or_create(&Warmed {
+                    component: component.clone(),
+                    outcome: outcome.into(),
+                })
+                .inc();
         }
         tracing::info!(
             component = only.unwrap_or("*"),
-            warmed,
+            filled,
             tried,
             took = ?started.elapsed(),
             "cache warmed"
         );
-        warmed
+        filled
     }
 }
 
-/// Whether `response` was served from entries past their TTL.
-fn stale(response: &crate::runtime::Response) -> bool {
+/// The `X-Cache` header of `response`.
+fn x_cache(response: &crate::runtime::Response) -> Option<&str> {
     response
         .headers
         .iter()
-        .any(|(name, value)| name.eq_ignore_ascii_case("x-cache") && value == "STALE")
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-cache"))
+        .map(|(_, value)| value.as_str())
 }
 
 /// Flushes the counts of `warmer` every `every`, until it is dropped.

@@ -54,14 +54,18 @@ async fn host(
     host::build(&settings).await.expect("host builds")
 }
 
-/// Makes the requests of `ASKED` and waits until the database at `url`
-/// holds their counts.
+/// Makes the requests of `ASKED`, and more with a token (which are not
+/// counted), and waits until the database at `url` holds their counts.
 async fn ask(app: &Router, url: &str) {
     for (target, times) in ASKED {
         for _ in 0..*times {
             let (response, _) = get(app, target).await;
             assert_eq!(response.status(), 200, "{target}");
         }
+    }
+    for _ in 0..10 {
+        let (response, _) = send(app, with_token(Request::get("/api/marketplace/featured"))).await;
+        assert_eq!(response.status(), 200);
     }
     let want: i64 = ASKED.iter().map(|(_, n)| *n as i64).sum();
     let mut counted = 0;
@@ -115,13 +119,28 @@ fn expected() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// `marketplace_cache_warmed_total` of the marketplace component.
+/// `request` with the demo token.
+fn with_token(request: axum::http::request::Builder) -> Request<Body> {
+    request
+        .header(
+            "authorization",
+            format!("Bearer {}", host::seed::DEMO_TOKEN),
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The marketplace's entries warming filled (`marketplace_cache_warmed_total`).
 async fn warmed(app: &Router) -> u64 {
     let (_, body) = get(app, "/metrics").await;
     String::from_utf8(body)
         .expect("metrics are text")
         .lines()
-        .find_map(|l| l.strip_prefix("marketplace_cache_warmed_total{component=\"marketplace\"} "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "marketplace_cache_warmed_total{component=\"marketplace\",outcome=\"filled\"} ",
+            )
+        })
         .map_or(0, |v| v.trim().parse().expect("a counter value"))
 }
 
@@ -195,14 +214,23 @@ async fn a_host_started_while_the_database_is_down_warms_once_it_is_back() {
 
     let proxy = Proxy::start(schema.server(), false).await;
     let after = tempfile::tempdir().unwrap();
-    // Start does not wait for a database that is down.
+    // Start does not wait (60 s) for warming while the database is down.
+    let started = std::time::Instant::now();
     let app = host(after.path(), schema.url_via(proxy.addr), None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "start waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(warmed(&app).await, 0);
     proxy.restore();
     until_warmed(&app, TOP as u64).await;
     assert_eq!(first_answers(&app).await, expected());
 }
 
+// The deploy keeps the component's cache namespace, so warming refills
+// what the new version does not find: here, the pages an install
+// invalidated just before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_warms_the_component_it_swapped() {
     let Some(schema) = support::postgres::fresh_schema().await else {
@@ -212,6 +240,17 @@ async fn a_deploy_warms_the_component_it_swapped() {
     let app = host(dir.path(), schema.url.clone(), None).await;
     ask(&app, &schema.url).await;
     assert_eq!(warmed(&app).await, 0, "nothing counted at start");
+    // Invalidates the listing, agent-000007's details and the categories.
+    let install = Request::post("/api/marketplace/agents/agent-000007/install")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Bearer {}", host::seed::DEMO_TOKEN),
+        )
+        .body(Body::from(r#"{"workspaceId":"ws-demo"}"#))
+        .unwrap();
+    let (response, body) = send(&app, install).await;
+    assert_eq!(response.status(), 201, "{}", String::from_utf8_lossy(&body));
 
     let bytes = std::fs::read(support::components_dir().join("marketplace.wasm")).unwrap();
     let upload = Request::put("/admin/components/marketplace")
@@ -222,4 +261,5 @@ async fn a_deploy_warms_the_component_it_swapped() {
     let (response, body) = send(&app, upload).await;
     assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(&body));
     until_warmed(&app, TOP as u64).await;
+    assert_eq!(first_answers(&app).await, expected());
 }

@@ -207,18 +207,20 @@ impl Runtime {
 
     /// `invoke` for work no client waits on (cache warming): it waits for
     /// one of the background refreshes' instance slots, so it never takes
-    /// a slot a client's request could have had.
+    /// a slot a client's request could have had. Also says whether a
+    /// database call failed (could not be answered) on the way.
     pub async fn warm(
         &self,
         component: &LoadedComponent,
         request: Request,
-    ) -> Result<Response, InvokeError> {
-        let _permit = self
-            .refreshes
-            .acquire()
-            .await
-            .map_err(|_| InvokeError::Exhausted("the runtime is shutting down".into()))?;
-        self.invoke(component, request).await
+    ) -> (Result<Response, InvokeError>, bool) {
+        let Ok(_permit) = self.refreshes.acquire().await else {
+            let closed = InvokeError::Exhausted("the runtime is shutting down".into());
+            return (Err(closed), false);
+        };
+        let request = wit::Request::from(request);
+        let (response, ran) = self.answer(component, &request, Reading::Fresh).await;
+        (response, ran.database_failed)
     }
 
     /// `invoke`, with stale-while-revalidate: a GET that misses an entry
