@@ -5,6 +5,7 @@
 #
 #   bash bench/warm.sh [ROUNDS]
 #
+# BENCH_NO_BUILD=1 measures the release host as built.
 # 1. Hit rate in the first seconds after a cold start: the Zipf browse
 #    workload (bench/zipf.lua, 2,000 pages, 32 connections) is run for
 #    BENCH_FIRST_SECONDS (5) against a host that just started with an empty
@@ -50,15 +51,20 @@ fi
 
 now_ms() { date +%s%3N; }
 # start_host FLAGS...: the host on the bench database (through PG_BASE) in
-# the background; prints the milliseconds from start to its first answer.
+# the background; sets `ready` to the milliseconds from start to its first
+# answer. Not in a subshell: host_pid must stay set.
+ready=0
 start_host() {
   stop_host
+  if curl -fs "$BASE/healthz" >/dev/null 2>&1; then
+    echo "something else answers on $BASE; stop it first" >&2; exit 1
+  fi
   local t0; t0=$(now_ms)
   bench_serve "" "$HOST" "$PORT" "$work/state" "$work/host.log" "$@"
   host_pid=$!
   # Long enough for the first start, which seeds the bench database.
   wait_up "$BASE/healthz" 60000 0.01 "$host_pid" || { cat "$work/host.log" >&2; exit 1; }
-  echo $(($(now_ms) - t0))
+  ready=$(($(now_ms) - t0))
 }
 stop_host() {
   if [ -n "$host_pid" ]; then kill "$host_pid" 2>/dev/null || true; wait "$host_pid" 2>/dev/null || true; host_pid=""; fi
@@ -73,8 +79,10 @@ record() { results[$1]+="$2"$'\n'; }
 # shellcheck disable=SC2119
 med() { echo "${results[$1]}" | awk -v f="$2" 'NF {print $f}' | median; }
 
-log "building the release host"
-cargo build --release -p host >&2
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  log "building the release host"
+  cargo build --release -p host >&2
+fi
 say "# Warming and stale serving, $(date -u +%Y-%m-%dT%H:%MZ)"
 say ""
 say "Machine: $(nproc) cores, $(uname -r); wrk -t1 -c32 on loopback; medians of $ROUNDS rounds, the variants interleaved."
@@ -82,7 +90,7 @@ say ""
 
 # --- 1. warming --------------------------------------------------------------
 log "teaching the database what is asked"
-start_host >/dev/null
+start_host
 zipf 20 >/dev/null
 sleep 11 # a flush of the counts (every 10 s)
 stop_host
@@ -90,7 +98,7 @@ variants="0 64 256"
 for round in $(seq "$ROUNDS"); do
   for n in $variants; do
     log "round $round: --cache-warm $n"
-    ready=$(start_host --cache-warm "$n")
+    start_host --cache-warm "$n"
     out=$(zipf "$FIRST")
     hit=$(x_cache HIT <<<"$out"); miss=$(x_cache MISS <<<"$out")
     record "warm-$n" "$ready $(awk -v h="$hit" -v m="$miss" 'BEGIN {printf "%.1f", 100*h/(h+m)}') $(wrk_rps <<<"$out")"
@@ -118,7 +126,7 @@ for round in $(seq "$ROUNDS"); do
     flags=(--cache-warm 0 --cache-max-ttl 2 --redis-url "$REDIS" --redis-prefix "bench-warm:$(date +%s%N):")
     [ "$variant" = off ] && flags+=(--cache-stale-grace 0 --cache-revalidate-window 0)
     log "round $round: stale serving $variant"
-    start_host "${flags[@]}" >/dev/null
+    start_host "${flags[@]}"
     zipf 5 >/dev/null
     kill -USR1 "$proxy_pid"
     sleep 3
@@ -140,4 +148,4 @@ for variant in off on; do
   say "| $variant | $(med "outage-$variant" 1) | $(med "outage-$variant" 2) | $(med "outage-$variant" 3) | $(med "outage-$variant" 4)% | $(med "outage-$variant" 5)% |"
 done
 say ""
-say "Report: $report"
+echo "Report: $report" >&2
