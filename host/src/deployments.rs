@@ -32,21 +32,32 @@ impl DeploymentStore {
         self.dir.join(name)
     }
 
-    /// Keeps the bytes of a version.
+    /// Keeps the bytes of a version (again, if the copy kept differs).
     pub fn save_version(&self, name: &str, digest: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.component_dir(name).join(format!("{digest}.wasm"));
-        if path.is_file() {
+        if std::fs::read(&path).is_ok_and(|kept| kept == bytes) {
             return Ok(());
         }
         crate::files::write_atomically(&path, bytes)
     }
 
-    /// Records the versions kept, oldest first, the last one serving.
+    /// Records the versions kept, oldest first, the last one serving, and
+    /// deletes the bytes of versions no longer kept.
     pub fn save_history(&self, name: &str, digests: &[String]) -> io::Result<()> {
-        crate::files::write_atomically(
-            &self.component_dir(name).join("history"),
-            digests.join("\n").as_bytes(),
-        )
+        let dir = self.component_dir(name);
+        crate::files::write_atomically(&dir.join("history"), digests.join("\n").as_bytes())?;
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            let kept = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| digests.iter().any(|d| d == stem));
+            if path.extension().is_some_and(|e| e == "wasm") && !kept {
+                // A file left behind is only disk space.
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(())
     }
 
     /// The versions recorded for `name`, oldest first, with their bytes;

@@ -15,6 +15,7 @@
 //! - `seed`: the deterministic demo dataset.
 //! - `metrics`: the one registry every capability reports to.
 //! - `relay`: delivers cache invalidations across the fleet.
+//! - `versions`: component versions in the database, the fleet's truth.
 //! - `warm`: counts the most requested GETs and refills the cache with
 //!   them on start and after a deploy.
 //!
@@ -34,6 +35,7 @@ pub mod request;
 pub mod routes;
 pub mod runtime;
 pub mod seed;
+pub mod versions;
 pub mod warm;
 pub mod watch;
 
@@ -48,6 +50,12 @@ pub const DEMO_SEED: u64 = 42;
 pub const DEMO_AGENTS: usize = 300;
 /// How often the host retries migrating a database that was down at start.
 const PREPARE_RETRY: Duration = Duration::from_secs(2);
+/// How often a host reads which component versions are active, besides
+/// when a deploy's notification (PostgreSQL) wakes it.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How often a host writes its heartbeat (what it serves) for the fleet
+/// view.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// Everything the host needs to start.
 #[derive(Debug, Clone)]
@@ -77,6 +85,9 @@ pub struct Settings {
     pub watch_components: bool,
     /// Cache warming.
     pub warm: warm::WarmSettings,
+    /// How often the host reads which component versions are active
+    /// (`RECONCILE_EVERY`), besides when a notification wakes it.
+    pub reconcile_every: Duration,
 }
 
 /// Connects the capabilities, loads the components and builds the router.
@@ -153,13 +164,28 @@ pub async fn build_wrapping(
         capabilities,
         Some(settings.state_dir.join("compiled")),
     )?);
-    let registry = Arc::new(registry::Registry::from_manifest(
-        &runtime,
-        &settings.manifest,
-        Some(deployments::DeploymentStore::new(
-            settings.state_dir.join("deployments"),
-        )),
-    )?);
+    let fleet =
+        versions::VersionStore::new(gate.clone(), settings.database_url.starts_with("postgres"));
+    let registry = Arc::new(
+        registry::Registry::from_manifest(
+            &runtime,
+            &settings.manifest,
+            Some(deployments::DeploymentStore::new(
+                settings.state_dir.join("deployments"),
+            )),
+        )?
+        .with_fleet(fleet, runtime.clone()),
+    );
+    // A host that starts serves what the fleet's record says is active;
+    // with the database down, what it served last, until it is back.
+    if gate.is_ready() {
+        registry.converge_within(versions::CONVERGE_BOUND).await;
+    }
+    registry::spawn_reconcile(&registry, settings.reconcile_every);
+    versions::spawn_heartbeat(&registry, host_id(), HEARTBEAT_EVERY);
+    if settings.database_url.starts_with("postgres") {
+        versions::listen(settings.database_url.clone(), &registry);
+    }
     if settings.watch_components {
         let (manifest, dir) = routes::Manifest::load(&settings.manifest)?;
         let files = manifest
@@ -208,6 +234,19 @@ async fn prepare(gate: &db::Gate, demo: Option<&seed::DemoSpec>) -> Result<(), d
     gate.mark_ready();
     tracing::info!("database ready");
     Ok(())
+}
+
+/// This host's name in the fleet view: the machine's host name, the
+/// process id and a random suffix (several hosts may share a process).
+fn host_id() -> String {
+    let machine = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let suffix = getrandom::u32().unwrap_or(0) & 0xffff;
+    format!("{machine}-{}-{suffix:04x}", std::process::id())
 }
 
 /// Now, in epoch milliseconds.

@@ -266,6 +266,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_cache_bytes: args.memory_cache_bytes,
         state_dir: args.state_dir,
         watch_components: args.watch_components,
+        reconcile_every: host::RECONCILE_EVERY,
         warm: host::warm::WarmSettings {
             top: args.cache_warm as usize,
             wait: Duration::from_millis(args.cache_warm_wait_ms),

@@ -11,10 +11,12 @@
 use crate::deployments::DeploymentStore;
 use crate::routes::{Manifest, RouteTable};
 use crate::runtime::{LoadedComponent, Runtime};
+use crate::versions::{Upload, VersionStore};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Previous versions kept per component, for rollback.
@@ -35,6 +37,11 @@ struct Slot {
     current: ArcSwap<LoadedComponent>,
     /// Earlier versions, oldest first; also serializes swaps of this slot.
     previous: Mutex<Vec<Arc<LoadedComponent>>>,
+    /// Whether its versions came from this host's local deployments (to
+    /// import into the fleet's record once).
+    locally_deployed: bool,
+    /// When the serving version started serving here (epoch ms).
+    since: std::sync::atomic::AtomicI64,
 }
 
 /// Why a registry change was refused.
@@ -44,8 +51,12 @@ pub enum RegistryError {
     UnknownComponent(String),
     #[error("component {0:?} has no previous version to roll back to")]
     NoPreviousVersion(String),
+    #[error("component {0:?} keeps no version {1:?}")]
+    UnknownVersion(String, String),
     #[error("could not record the deployment of {0:?}: {1}")]
     Persist(String, std::io::Error),
+    #[error("could not record the change of {0:?} in the database: {1}")]
+    Record(String, crate::db::DbError),
 }
 
 /// A component's state, as listed by the admin API.
@@ -98,6 +109,15 @@ pub struct Registry {
     /// Tells subscribers (cache warming) the name of each component whose
     /// serving version changed.
     swaps: tokio::sync::broadcast::Sender<String>,
+    /// The fleet's record of versions, and the runtime to load what it
+    /// names; `None`: deployments are this host's alone.
+    fleet: Option<(VersionStore, Arc<Runtime>)>,
+    /// Recorded digests that did not load here, not tried again.
+    unloadable: Mutex<HashSet<String>>,
+    /// One convergence at a time.
+    converging: tokio::sync::Mutex<()>,
+    /// Whether the last convergence failed.
+    reading_fails: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -187,6 +207,8 @@ impl Registry {
                     stale_grace: spec.stale_grace(),
                     current: ArcSwap::new(current),
                     previous: Mutex::new(versions),
+                    locally_deployed: was_deployed,
+                    since: crate::now_ms().into(),
                 },
             );
         }
@@ -195,7 +217,18 @@ impl Registry {
             slots,
             store,
             swaps: tokio::sync::broadcast::channel(SWAPS_QUEUED).0,
+            fleet: None,
+            unloadable: Mutex::default(),
+            converging: tokio::sync::Mutex::new(()),
+            reading_fails: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// This registry, its deployments recorded in (and converging on)
+    /// `fleet`, loading what it names with `runtime`.
+    pub fn with_fleet(mut self, fleet: VersionStore, runtime: Arc<Runtime>) -> Self {
+        self.fleet = Some((fleet, runtime));
+        self
     }
 
     /// The names of the components whose serving version changes from now
@@ -215,6 +248,43 @@ impl Registry {
         self.slots
             .get(name)
             .map(|s| s.current.load().digest.clone())
+    }
+
+    /// The fleet's record, if deployments are recorded in the database.
+    pub fn fleet(&self) -> Option<&VersionStore> {
+        self.fleet.as_ref().map(|(store, _)| store)
+    }
+
+    /// What this host serves: component name to `{"digest", "since"}`.
+    pub fn serving(&self) -> serde_json::Value {
+        self.slots
+            .iter()
+            .map(|(name, slot)| {
+                let state = serde_json::json!({
+                    "digest": slot.current.load().digest,
+                    "since": slot.since.load(Ordering::Relaxed),
+                });
+                (name.clone(), state)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// Makes the kept version `digest` of `name` serve again, fleet-wide.
+    pub async fn activate(&self, name: &str, digest: &str) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let Some((fleet, _)) = &self.fleet else {
+            return Err(RegistryError::UnknownVersion(name.into(), digest.into()));
+        };
+        let record = |e| RegistryError::Record(name.to_string(), e);
+        let _one = self.converging.lock().await;
+        if !fleet.activate(name, digest).await.map_err(record)? {
+            return Err(RegistryError::UnknownVersion(name.into(), digest.into()));
+        }
+        if let Err(e) = self.converge_one(name, digest).await {
+            tracing::warn!(component = name, error = %e, "activated in the database; this host follows at its next convergence");
+        }
+        Ok(self.info(name, slot))
     }
 
     /// Whether a component of that name exists.
@@ -263,18 +333,58 @@ impl Registry {
             .map_err(|e| RegistryError::Persist(name.to_string(), e))
     }
 
-    /// Makes `version` the serving version of `name`; the old one is kept
-    /// for rollback. The new state is recorded before the swap, so a failure
-    /// to record it changes nothing. Requests in flight finish on the
-    /// version they started on.
-    pub fn deploy(
+    /// Makes `version` (validated: compiled and checked against the world)
+    /// the serving version of `name`; the old one is kept for rollback. The
+    /// change is recorded first (in the fleet's record, which tells every
+    /// host, else in the local deployments), so a failure to record it
+    /// changes nothing. Requests in flight finish on the version they
+    /// started on.
+    pub async fn deploy(
         &self,
         name: &str,
         mut version: LoadedComponent,
+        note: &str,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
+        let Some((fleet, _)) = &self.fleet else {
+            return self.deploy_local(name, version);
+        };
+        // No convergence meanwhile: it would load what this swaps in.
+        let _one = self.converging.lock().await;
+        let serving = slot.current.load_full();
+        fleet
+            .deploy(
+                name,
+                Upload {
+                    digest: &serving.digest,
+                    bytes: &serving.bytes,
+                    note: "serving before the first deploy",
+                },
+                Upload {
+                    digest: &version.digest,
+                    bytes: &version.bytes,
+                    note,
+                },
+            )
+            .await
+            .map_err(|e| RegistryError::Record(name.to_string(), e))?;
+        // The same bytes again: nothing to swap, but still a deploy (its
+        // subscribers, such as warming, run).
+        if !self.swap_to(name, slot, Arc::new(version)) {
+            let _ = self.swaps.send(name.to_string());
+        }
+        self.mirror(name, slot).await;
+        Ok(self.info(name, slot))
+    }
+
+    fn deploy_local(
+        &self,
+        name: &str,
+        version: LoadedComponent,
+    ) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
         let mut previous = Self::lock(slot);
         let mut kept: Vec<Arc<LoadedComponent>> = previous.clone();
         kept.push(slot.current.load_full());
@@ -283,6 +393,7 @@ impl Registry {
         }
         self.persist(name, &kept, &version)?;
         slot.current.store(Arc::new(version));
+        slot.since.store(crate::now_ms(), Ordering::Relaxed);
         *previous = kept;
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component deployed");
@@ -291,8 +402,27 @@ impl Registry {
         Ok(self.info(name, slot))
     }
 
-    /// Makes the version before the serving one serve again.
-    pub fn rollback(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
+    /// Makes the version before the serving one serve again (fleet-wide,
+    /// with a fleet record).
+    pub async fn rollback(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let Some((fleet, _)) = &self.fleet else {
+            return self.rollback_local(name);
+        };
+        let record = |e| RegistryError::Record(name.to_string(), e);
+        let _one = self.converging.lock().await;
+        let Some(digest) = fleet.rollback(name).await.map_err(record)? else {
+            return Err(RegistryError::NoPreviousVersion(name.to_string()));
+        };
+        // Recorded: the fleet rolls back whatever happens here; a swap
+        // that fails now is done by the next convergence.
+        if let Err(e) = self.converge_one(name, &digest).await {
+            tracing::warn!(component = name, error = %e, "rolled back in the database; this host follows at its next convergence");
+        }
+        Ok(self.info(name, slot))
+    }
+
+    fn rollback_local(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         let mut previous = Self::lock(slot);
         let Some(back) = previous.last().cloned() else {
@@ -301,10 +431,212 @@ impl Registry {
         self.persist(name, &previous[..previous.len() - 1], &back)?;
         previous.pop();
         slot.current.store(back);
+        slot.since.store(crate::now_ms(), Ordering::Relaxed);
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");
         let _ = self.swaps.send(name.to_string());
         Ok(self.info(name, slot))
+    }
+
+    /// Makes `version` serve `name` here, after the fleet's record changed:
+    /// the old version joins the kept ones (without another copy of
+    /// `version`), and the local deployments follow (a failure there is
+    /// only logged: the record in the database is the truth).
+    fn swap_to(&self, name: &str, slot: &Slot, version: Arc<LoadedComponent>) -> bool {
+        let mut previous = Self::lock(slot);
+        let current = slot.current.load_full();
+        if current.digest == version.digest {
+            return false;
+        }
+        let mut kept: Vec<Arc<LoadedComponent>> = previous
+            .iter()
+            .filter(|v| v.digest != version.digest)
+            .cloned()
+            .collect();
+        kept.push(current);
+        while kept.len() > HISTORY {
+            kept.remove(0);
+        }
+        if let Err(e) = self.persist(name, &kept, &version) {
+            tracing::warn!(component = name, error = %e, "the local copy of the deployments is not up to date");
+        }
+        slot.current.store(version);
+        slot.since.store(crate::now_ms(), Ordering::Relaxed);
+        *previous = kept;
+        drop(previous);
+        tracing::info!(component = name, digest = %slot.current.load().digest, "component swapped");
+        let _ = self.swaps.send(name.to_string());
+        true
+    }
+
+    /// Makes the versions `name` keeps here follow the record's history
+    /// (those of it this host holds, in its order), so that the list and
+    /// the local copy show what a rollback would return to.
+    async fn mirror(&self, name: &str, slot: &Slot) {
+        let Some((fleet, _)) = &self.fleet else {
+            return;
+        };
+        let Ok(history) = fleet.history(name).await else {
+            return;
+        };
+        let current = slot.current.load_full();
+        if history.last().map(|r| r.digest.as_str()) != Some(current.digest.as_str()) {
+            // Changed again meanwhile: the next convergence mirrors it.
+            return;
+        }
+        let mut previous = Self::lock(slot);
+        let kept: Vec<Arc<LoadedComponent>> = history[..history.len() - 1]
+            .iter()
+            .filter_map(|r| previous.iter().find(|v| v.digest == r.digest).cloned())
+            .collect();
+        if let Err(e) = self.persist(name, &kept, &current) {
+            tracing::warn!(component = name, error = %e, "the local copy of the deployments is not up to date");
+        }
+        *previous = kept;
+    }
+
+    /// Brings every component to the version the fleet's record says is
+    /// active (first importing this host's local deployments of a
+    /// component the record does not know). A version that does not load
+    /// here is logged once and skipped: the serving one goes on serving.
+    pub async fn converge(&self) -> Result<(), crate::db::DbError> {
+        let Some((fleet, _)) = &self.fleet else {
+            return Ok(());
+        };
+        let _one = self.converging.lock().await;
+        let mut active = fleet.active().await?;
+        for (name, slot) in &self.slots {
+            if active.contains_key(name) || !slot.locally_deployed {
+                continue;
+            }
+            let versions: Vec<Arc<LoadedComponent>> = Self::lock(slot)
+                .iter()
+                .cloned()
+                .chain(std::iter::once(slot.current.load_full()))
+                .collect();
+            let uploads: Vec<Upload<'_>> = versions
+                .iter()
+                .map(|v| Upload {
+                    digest: &v.digest,
+                    bytes: &v.bytes,
+                    note: "imported from a host's local deployments",
+                })
+                .collect();
+            match fleet.import(name, &uploads).await {
+                Ok(true) => {
+                    tracing::info!(component = %name, versions = uploads.len(), "local deployments imported into the database");
+                    active = fleet.active().await?;
+                }
+                Ok(false) => active = fleet.active().await?,
+                Err(e) => {
+                    tracing::warn!(component = %name, error = %e, "local deployments not imported into the database; trying again later")
+                }
+            }
+        }
+        for (name, digest) in active {
+            if self.slots.contains_key(&name) {
+                self.converge_one(&name, &digest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `converge`, given up past `bound` (a database that hangs); a failure
+    /// is logged when it starts and when it ends.
+    pub async fn converge_within(&self, bound: std::time::Duration) {
+        let outcome = match tokio::time::timeout(bound, self.converge()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {bound:?}")),
+        };
+        let was_failing = self
+            .reading_fails
+            .swap(outcome.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match outcome {
+            Ok(()) if was_failing => tracing::info!("deployed versions readable again"),
+            Err(e) if !was_failing => {
+                tracing::warn!(error = %e, "cannot read the deployed versions; serving what this host has")
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes `digest` (recorded for `name`) serve here, loading it from
+    /// the record unless this host keeps it.
+    async fn converge_one(&self, name: &str, digest: &str) -> Result<(), crate::db::DbError> {
+        let (Some((fleet, runtime)), Ok(slot)) = (&self.fleet, self.slot(name)) else {
+            return Ok(());
+        };
+        if slot.current.load().digest == digest {
+            return Ok(());
+        }
+        let kept = Self::lock(slot)
+            .iter()
+            .rev()
+            .find(|v| v.digest == digest)
+            .cloned();
+        let version = match kept {
+            Some(version) => version,
+            None => {
+                let key = format!("{name}/{digest}");
+                if self.unloadable_contains(&key) {
+                    return Ok(());
+                }
+                let Some(bytes) = fleet.bytes(name, digest).await? else {
+                    // Rolled back meanwhile: the next pass reads the
+                    // record again.
+                    tracing::debug!(
+                        component = name,
+                        digest,
+                        "the active version's bytes are gone; reading the record again later"
+                    );
+                    return Ok(());
+                };
+                let runtime = runtime.clone();
+                let compile_name = name.to_string();
+                let loaded =
+                    tokio::task::spawn_blocking(move || runtime.load(&compile_name, &bytes)).await;
+                match loaded {
+                    Ok(Ok(mut loaded)) if loaded.digest == digest => {
+                        loaded.cache_namespace = slot.cache_namespace.clone();
+                        loaded.stale_grace = slot.stale_grace;
+                        Arc::new(loaded)
+                    }
+                    Ok(Ok(loaded)) => {
+                        tracing::error!(component = name, recorded = digest, found = %loaded.digest, "the active version's recorded bytes do not match its digest; still serving the version before");
+                        self.mark_unloadable(key);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(component = name, digest, error = %e, "the active version does not load on this host; still serving the version before");
+                        self.mark_unloadable(key);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::error!(component = name, digest, error = %e, "loading the active version failed; still serving the version before");
+                        self.mark_unloadable(key);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.swap_to(name, slot, version);
+        self.mirror(name, slot).await;
+        Ok(())
+    }
+
+    fn unloadable_contains(&self, key: &str) -> bool {
+        self.unloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    fn mark_unloadable(&self, key: String) {
+        self.unloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
     }
 
     fn info(&self, name: &str, slot: &Slot) -> ComponentInfo {
@@ -327,4 +659,21 @@ impl Registry {
             .map(|(name, slot)| self.info(name, slot))
             .collect()
     }
+}
+
+/// Converges `registry` every `every` until it is dropped; a pass that
+/// fails (the database down) is tried again at the next.
+pub fn spawn_reconcile(registry: &Arc<Registry>, every: std::time::Duration) {
+    let weak = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(registry) = weak.upgrade() else {
+                return;
+            };
+            registry
+                .converge_within(crate::versions::CONVERGE_BOUND)
+                .await;
+        }
+    });
 }

@@ -21,13 +21,15 @@ use tokio::time::Instant;
 const QUIET: Duration = Duration::from_millis(300);
 
 /// Watches `dir` for the files of `components` (name, file name) and
-/// deploys each when it changes, for as long as the tokio runtime runs.
+/// deploys each when it changes, until the registry is dropped (noticed at
+/// the next change).
 pub fn spawn(
     dir: &Path,
     components: Vec<(String, OsString)>,
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
 ) -> anyhow::Result<()> {
+    let (runtime, registry) = (Arc::downgrade(&runtime), Arc::downgrade(&registry));
     let by_file: HashMap<OsString, String> = components
         .into_iter()
         .map(|(name, file)| (file, name))
@@ -64,6 +66,7 @@ pub fn spawn(
                     for name in ready {
                         due.remove(&name);
                         let Some(file) = by_file.iter().find(|(_, n)| **n == name).map(|(f, _)| dir.join(f)) else { continue };
+                        let (Some(runtime), Some(registry)) = (runtime.upgrade(), registry.upgrade()) else { return };
                         reload(&name, &file, &runtime, &registry).await;
                     }
                 }
@@ -96,7 +99,10 @@ async fn reload(name: &str, file: &Path, runtime: &Arc<Runtime>, registry: &Regi
     if registry.current_digest(name).as_deref() == Some(loaded.digest.as_str()) {
         return;
     }
-    match registry.deploy(name, loaded) {
+    match registry
+        .deploy(name, loaded, "the watched file changed")
+        .await
+    {
         Ok(info) => {
             tracing::info!(component = name, digest = %info.current.digest, "component file changed; deployed")
         }

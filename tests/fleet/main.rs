@@ -5,6 +5,7 @@
 //! assert; they never assert timings.
 
 mod crash;
+mod deploys;
 mod invalidation;
 mod near;
 mod workload;

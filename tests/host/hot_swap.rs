@@ -414,9 +414,10 @@ async fn wait_for_version(app: &axum::Router, expected: &str) {
     }
 }
 
-// A recorded version that no longer loads (its file altered, or gone)
-// never stops the host from starting: the newest version that loads
-// serves, and with none, the manifest's file.
+// A recorded version that no longer loads (its bytes altered, or gone)
+// never stops the host from starting: the database's record wins over
+// this host's local copy, and when neither loads, the newest version
+// that does serves, with none the manifest's file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_recorded_version_does_not_stop_the_host_from_starting() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,7 +443,7 @@ async fn a_corrupted_recorded_version_does_not_stop_the_host_from_starting() {
     assert_eq!(version(&first).await, "v2");
     drop(first);
 
-    // v2's recorded bytes are altered: v1, recorded before it, serves.
+    // v2's local copy is altered: the database's record serves it.
     let digest: String = Sha256::digest(&v2)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -452,10 +453,27 @@ async fn a_corrupted_recorded_version_does_not_stop_the_host_from_starting() {
     assert!(v2_file.is_file(), "v2 recorded at {}", v2_file.display());
     std::fs::write(&v2_file, b"not a component").unwrap();
     let second = start().await;
+    assert_eq!(version(&second).await, "v2", "from the database's record");
+    drop(second);
+
+    // Both copies altered: v1, recorded before it, serves.
+    std::fs::write(&v2_file, b"not a component").unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let altered = sqlx::query("UPDATE component_versions SET bytes = x'00' WHERE digest = $1")
+        .bind(&digest)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(altered.rows_affected(), 1);
+    drop(conn);
+    let second = start().await;
     assert_eq!(version(&second).await, "v1");
     drop(second);
 
-    // Every recorded file gone: the manifest's file serves.
+    // Every local file gone: the manifest's file serves.
     for entry in std::fs::read_dir(&recorded).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wasm") {
@@ -464,4 +482,74 @@ async fn a_corrupted_recorded_version_does_not_stop_the_host_from_starting() {
     }
     let third = start().await;
     assert_eq!(version(&third).await, "v1");
+}
+
+// A host upgraded from a version that kept its deployments only in its
+// state directory: at its first start, those become the database's record
+// (once), so the deployed version still serves and a rollback still
+// returns to the version before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_deployments_are_imported_into_the_database_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
+    let start = || {
+        support::build_in(
+            dir.path(),
+            None,
+            None,
+            SandboxConfig::default(),
+            HttpLimits {
+                admin_token: Some(ADMIN.into()),
+                ..Default::default()
+            },
+            routes,
+        )
+    };
+    let first = start().await;
+    let (response, _) = send(
+        &first,
+        upload("greeter", wasm("greeter_v2.wasm"), Some(ADMIN)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(first);
+
+    // What the host before the database record left: the local copy only.
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let count = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        for table in ["component_history", "component_versions"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    let second = start().await;
+    assert_eq!(version(&second).await, "v2");
+    assert_eq!(count("SELECT COUNT(*) FROM component_history").await, 2);
+    assert_eq!(count("SELECT COUNT(*) FROM component_versions").await, 2);
+    let (response, _) = send(&second, rollback("greeter")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(version(&second).await, "v1");
+    drop(second);
+
+    // Imported once: the record (v1 now) wins over the local copy.
+    let third = start().await;
+    assert_eq!(version(&third).await, "v1");
+    assert_eq!(count("SELECT COUNT(*) FROM component_history").await, 1);
 }

@@ -359,7 +359,7 @@ async fn a_result_past_the_caps_is_refused_on_both_engines() {
         pg.migrate().await.unwrap();
         views.push((
             Engine::Postgres,
-            Box::new(pg.for_components()),
+            Box::new(pg.for_components(&options)),
             Some(schema),
         ));
     }
@@ -404,7 +404,7 @@ async fn the_postgres_role_alone_keeps_components_to_the_product_tables_and_leav
     let host = PostgresDatabase::connect_lazy(&schema.url, &options).unwrap();
     host.migrate().await.unwrap();
     seed_small(&host).await;
-    let db = host.for_components();
+    let db = host.for_components(&options);
     for sql in [
         "SELECT token_hash FROM api_tokens",
         "SELECT user_id FROM workspace_members",
@@ -471,7 +471,7 @@ async fn a_postgres_call_that_leaves_its_role_is_refused_whole_and_keeps_nothing
     seed_small(&host).await;
     // Without the parser in front: ts_stat runs SQL given as text, which
     // resets the role for the rest of the transaction.
-    let db = host.for_components();
+    let db = host.for_components(&DbOptions::default());
     let attack = db
         .transaction(&[
             statement(
@@ -507,7 +507,7 @@ async fn a_component_call_cancelled_halfway_leaves_no_transaction_on_the_pool() 
     let host = PostgresDatabase::connect_lazy(&schema.url, &options).unwrap();
     host.migrate().await.unwrap();
     seed_small(&host).await;
-    let db = host.for_components();
+    let db = host.for_components(&options);
     // A deadline (or a client gone) drops the call inside its transaction.
     let cancelled = tokio::time::timeout(
         std::time::Duration::from_millis(300),

@@ -193,6 +193,7 @@ pub fn settings_with(
         redis,
         state_dir: dir.join("state"),
         watch_components: watch,
+        reconcile_every: host::RECONCILE_EVERY,
         // Off but in the tests about it (`cache/warm.rs`): no other test's
         // counters see its requests.
         warm: host::warm::WarmSettings {

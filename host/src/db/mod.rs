@@ -41,11 +41,18 @@ pub const HOST_TABLES: &[&str] = &[
     "api_tokens",
     OUTBOX_TABLE,
     "cache_warm",
+    "component_versions",
+    "component_history",
+    "fleet_hosts",
 ];
 
 /// The invalidation outbox (see `Invalidation`): the host writes it in a
 /// component's transaction; component SQL may never name it.
 pub const OUTBOX_TABLE: &str = "cache_outbox";
+
+/// Most bytes one of the host's own statements may return: a few whole
+/// component versions.
+const HOST_MAX_RESULT_BYTES: usize = 256 << 20;
 
 /// The longest notification payload PostgreSQL takes is just under 8,000
 /// bytes.
@@ -379,21 +386,27 @@ pub struct Databases {
 /// the host and for components. Nothing is migrated yet, and a Postgres
 /// server need not be up.
 pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Databases> {
+    // The host's own statements read whole component versions (uploads of
+    // up to 64 MiB); the caps are for component statements.
+    let host_options = DbOptions {
+        max_result_bytes: options.max_result_bytes.max(HOST_MAX_RESULT_BYTES),
+        ..options.clone()
+    };
     if url.starts_with("sqlite:") {
         if url.contains(":memory:") || url.contains("mode=memory") {
             anyhow::bail!(
                 "DATABASE_URL {url:?} is an in-memory SQLite database, which the host and its components could not share; name a file (sqlite://data/marketplace.db)"
             );
         }
-        let host = SqliteDatabase::open(url, options).await?;
+        let host = SqliteDatabase::open(url, &host_options).await?;
         let components = SqliteDatabase::open_for_components(url, options).await?;
         Ok(Databases {
             host: Arc::new(host),
             components: Arc::new(Guarded::new(Arc::new(components), Engine::Sqlite)),
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let host = PostgresDatabase::connect_lazy(url, options)?;
-        let components = host.for_components();
+        let host = PostgresDatabase::connect_lazy(url, &host_options)?;
+        let components = host.for_components(options);
         Ok(Databases {
             host: Arc::new(host),
             components: Arc::new(Guarded::new(Arc::new(components), Engine::Postgres)),

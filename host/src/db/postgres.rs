@@ -93,9 +93,10 @@ impl PostgresDatabase {
     /// The same pool, for component statements: each call runs in a
     /// transaction under `COMPONENT_ROLE`, and the session is reset before
     /// the connection returns to the pool (closed if the reset fails).
-    pub fn for_components(&self) -> Self {
+    pub fn for_components(&self, options: &DbOptions) -> Self {
         Self {
             role: Role::Components,
+            options: options.clone(),
             ..self.clone()
         }
     }

@@ -4,13 +4,19 @@
 //! once):
 //!
 //! - `GET /admin/components`: each component's routes, serving version
-//!   (SHA-256 digest, size, load time) and the previous versions kept;
-//! - `PUT /admin/components/{name}` with the `.wasm` bytes as the body:
-//!   compiled off the request path, checked against the `handler` world,
-//!   and swapped in only if it passes (400 or 422 with the reason if not;
-//!   the running version keeps serving);
+//!   (SHA-256 digest, size, load time) and the previous versions kept on
+//!   this host, and `fleet`: the active version, the versions the database
+//!   keeps, and what each live host serves since when;
+//! - `PUT /admin/components/{name}[?note=…]` with the `.wasm` bytes as the
+//!   body: compiled off the request path, checked against the `handler`
+//!   world (400 or 422 with the reason if not; the running version keeps
+//!   serving), recorded in the database with the note (503 if it cannot
+//!   be, 409 if it collided with another change of the component), then
+//!   swapped in; every host of the fleet follows;
 //! - `POST /admin/components/{name}/rollback`: the previous version serves
-//!   again.
+//!   again, fleet-wide;
+//! - `POST /admin/components/{name}/activate/{digest}`: a kept version
+//!   serves again, fleet-wide (404 if it is not kept).
 
 use super::{AppError, AppState};
 use crate::runtime::LoadError;
@@ -33,6 +39,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route("/admin/components/{name}/activate/{digest}", post(activate))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -65,15 +72,88 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Hosts whose heartbeat is older than this are not listed.
+const LIVE_WITHIN_MS: i64 = 10_000;
+
+/// Each component as this host serves it and, with the fleet's record,
+/// `fleet`: the active digest, the kept versions (oldest first, with their
+/// notes) and, per live host, the digest it serves and since when. Without
+/// the database, the fleet part is `null` and `fleetError` says why.
 async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    Ok(Json(
-        serde_json::json!({ "components": state.inner.registry.list() }),
-    ))
+    let registry = &state.inner.registry;
+    let local = registry.list();
+    let Some(fleet) = registry.fleet() else {
+        return Ok(Json(serde_json::json!({ "components": local })));
+    };
+    let hosts = match fleet.hosts(crate::now_ms() - LIVE_WITHIN_MS).await {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            return Ok(Json(serde_json::json!({
+                "components": local,
+                "fleet": null,
+                "fleetError": e.to_string(),
+            })));
+        }
+    };
+    let mut components = Vec::new();
+    for info in local {
+        let history = fleet.history(&info.name).await?;
+        let serving: Vec<serde_json::Value> = hosts
+            .iter()
+            .filter_map(|h| {
+                let at = h.serving.get(&info.name)?;
+                Some(serde_json::json!({
+                    "host": h.id,
+                    "digest": at.get("digest"),
+                    "since": at.get("since"),
+                    "seenAt": h.seen_at,
+                }))
+            })
+            .collect();
+        let mut entry = serde_json::to_value(&info).map_err(|_| AppError::Internal)?;
+        entry["fleet"] = serde_json::json!({
+            "active": history.last().map(|v| v.digest.clone()),
+            "versions": history.iter().map(|v| serde_json::json!({
+                "digest": v.digest,
+                "size": v.size,
+                "uploadedAt": v.uploaded_at,
+                "note": v.note,
+            })).collect::<Vec<_>>(),
+            "hosts": serving,
+        });
+        components.push(entry);
+    }
+    Ok(Json(serde_json::json!({ "components": components })))
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    Path((name, digest)): Path<(String, String)>,
+) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
+    Ok(Json(state.inner.registry.activate(&name, &digest).await?))
+}
+
+/// Longest uploader's note kept with a version, in characters.
+const MAX_NOTE_CHARS: usize = 1024;
+
+/// The uploader's note of `PUT /admin/components/{name}?note=…`, if any.
+fn note(query: Option<&str>) -> Result<String, AppError> {
+    let note = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "note")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "the note is longer than {MAX_NOTE_CHARS} characters"
+        )));
+    }
+    Ok(note)
 }
 
 async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
@@ -82,6 +162,7 @@ async fn upload(
             "no component named {name:?} in the manifest"
         )));
     }
+    let note = note(query.as_deref())?;
     let body = super::read_body(&state.inner.limits, &headers, body, MAX_UPLOAD_BYTES).await?;
     let runtime = state.inner.runtime.clone();
     let compile_name = name.clone();
@@ -96,12 +177,14 @@ async fn upload(
                 LoadError::WrongWorld(_) => AppError::WrongWorld(e.to_string()),
             }
         })?;
-    Ok(Json(state.inner.registry.deploy(&name, loaded)?))
+    Ok(Json(
+        state.inner.registry.deploy(&name, loaded, &note).await?,
+    ))
 }
 
 async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
-    Ok(Json(state.inner.registry.rollback(&name)?))
+    Ok(Json(state.inner.registry.rollback(&name).await?))
 }

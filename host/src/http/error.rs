@@ -140,11 +140,20 @@ impl From<AuthError> for AppError {
 impl From<RegistryError> for AppError {
     fn from(err: RegistryError) -> Self {
         match err {
-            RegistryError::UnknownComponent(_) => Self::NotFound(err.to_string()),
+            RegistryError::UnknownComponent(_) | RegistryError::UnknownVersion(..) => {
+                Self::NotFound(err.to_string())
+            }
             RegistryError::NoPreviousVersion(_) => Self::Conflict(err.to_string()),
             RegistryError::Persist(..) => {
                 tracing::error!(error = %err, "deployment not recorded; nothing swapped");
                 Self::Internal
+            }
+            RegistryError::Record(name, DbError::Constraint(_)) => Self::Conflict(format!(
+                "another change of {name:?} was recorded at the same time; nothing swapped, try again"
+            )),
+            RegistryError::Record(_, db) => {
+                tracing::error!(error = %db, "deployment not recorded; nothing swapped");
+                db.into()
             }
         }
     }

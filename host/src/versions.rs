@@ -1,0 +1,494 @@
+//! Component versions in the database: the fleet's truth about what
+//! serves. `component_versions` holds each kept version's bytes;
+//! `component_history` each component's versions in deploy order, the one
+//! with the highest `seq` active. A deploy appends (and keeps the newest
+//! six), a rollback deletes the newest; both delete the bytes no history
+//! row names, and on PostgreSQL notify `COMPONENTS_CHANNEL` in the same
+//! transaction. Every host converges on what is active
+//! (`Registry::converge`): on the notification, on a periodic reconcile,
+//! and at start.
+//!
+//! **Invariant:** what is recorded here was compiled and type-checked by
+//! the host that recorded it (an upload is validated before anything is
+//! written), and a change is one transaction: the history never names a
+//! version whose bytes are not stored.
+
+use crate::db::{Database, DbError, Statement, Value};
+use crate::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The PostgreSQL channel a deploy or rollback notifies, with the
+/// component's name: one per schema, since notifications go to the whole
+/// database (an SQL expression).
+pub const COMPONENTS_CHANNEL: &str = "'marketplace_components:' || current_schema()";
+/// How long a listener waits for a notification before it checks that its
+/// host is still there.
+const LISTEN_TICK: Duration = Duration::from_secs(1);
+/// How long a listener waits before it connects again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// Longest a listener may take to connect and listen.
+const LISTEN_CONNECT: Duration = Duration::from_secs(5);
+/// Longest one convergence may take (it may compile a version) before it
+/// is given up, to be tried again.
+pub const CONVERGE_BOUND: Duration = Duration::from_secs(60);
+/// Versions kept per component: the active one and five before it.
+pub const KEPT: i64 = 6;
+
+/// One recorded version, as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub digest: String,
+    pub size: i64,
+    pub uploaded_at: i64,
+    pub note: String,
+}
+
+/// A host of the fleet, as its last heartbeat left it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetHost {
+    pub id: String,
+    pub started_at: i64,
+    pub seen_at: i64,
+    /// Component name to `{"digest": …, "since": epoch ms}`.
+    pub serving: serde_json::Value,
+}
+
+/// A version to record: what a host validated.
+pub struct Upload<'a> {
+    pub digest: &'a str,
+    pub bytes: &'a [u8],
+    pub note: &'a str,
+}
+
+/// The versions table and history, through the host's view of the
+/// database.
+#[derive(Clone)]
+pub struct VersionStore {
+    db: Arc<dyn Database>,
+    /// Whether the database is PostgreSQL: changes then take a lock per
+    /// component and notify.
+    postgres: bool,
+}
+
+const ACTIVE: &str = "SELECT h.component, h.digest FROM component_history h \
+     JOIN (SELECT component, MAX(seq) AS seq FROM component_history GROUP BY component) m \
+     ON h.component = m.component AND h.seq = m.seq";
+const HISTORY: &str = "SELECT v.digest, v.size, v.uploaded_at, v.note FROM component_history h \
+     JOIN component_versions v ON v.component = h.component AND v.digest = h.digest \
+     WHERE h.component = $1 ORDER BY h.seq";
+const BYTES: &str = "SELECT bytes FROM component_versions WHERE component = $1 AND digest = $2";
+const HAS_HISTORY: &str = "SELECT COUNT(*) FROM component_history WHERE component = $1";
+/// A version's bytes: stored, or stored again over what was there (the
+/// digest names validated bytes, so this repairs a corrupted copy).
+const ADD_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (component, digest) DO UPDATE \
+     SET bytes = excluded.bytes, size = excluded.size, note = excluded.note, uploaded_at = excluded.uploaded_at";
+/// `ADD_VERSION` for a component without history only.
+const SEED_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at) \
+     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM component_history WHERE component = $7) \
+     ON CONFLICT (component, digest) DO NOTHING";
+/// The first history row of a component without history only.
+const SEED: &str = "INSERT INTO component_history (component, seq, digest) \
+     SELECT $1, 1, $2 WHERE NOT EXISTS (SELECT 1 FROM component_history WHERE component = $3)";
+const IMPORT: &str = "INSERT INTO component_history (component, seq, digest) VALUES ($1, $2, $3)";
+const PUSH: &str = "INSERT INTO component_history (component, seq, digest) \
+     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM component_history WHERE component = $3";
+/// Serializes the changes of one component on PostgreSQL, for the rest
+/// of the transaction (SQLite serializes every writing transaction).
+const LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))";
+const NEWEST: &str =
+    "SELECT digest FROM component_history WHERE component = $1 ORDER BY seq DESC LIMIT 1";
+const TRIM: &str = "DELETE FROM component_history WHERE component = $1 \
+     AND seq <= (SELECT MAX(seq) FROM component_history WHERE component = $2) - $3";
+const POP: &str = "DELETE FROM component_history WHERE component = $1 \
+     AND seq = (SELECT MAX(seq) FROM component_history WHERE component = $2) \
+     AND (SELECT COUNT(*) FROM component_history WHERE component = $3) > 1 RETURNING digest";
+const COLLECT: &str = "DELETE FROM component_versions WHERE component = $1 \
+     AND digest NOT IN (SELECT digest FROM component_history WHERE component = $2)";
+const EXISTS: &str = "SELECT COUNT(*) FROM component_versions WHERE component = $1 AND digest = $2";
+const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving";
+const FORGET: &str = "DELETE FROM fleet_hosts WHERE seen_at < $1";
+const HOSTS: &str =
+    "SELECT id, started_at, seen_at, serving FROM fleet_hosts WHERE seen_at >= $1 ORDER BY id";
+/// Hosts not heard of for this long are deleted.
+const FORGET_AFTER_MS: i64 = 3_600_000;
+const NOTIFY: &str = "SELECT pg_notify('marketplace_components:' || current_schema(), $1)";
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+impl VersionStore {
+    /// The store in `db`, PostgreSQL or not.
+    pub fn new(db: Arc<dyn Database>, postgres: bool) -> Self {
+        Self { db, postgres }
+    }
+
+    /// The statements a change of `component` starts with.
+    fn begin(&self, component: &str) -> Vec<Statement> {
+        if self.postgres {
+            vec![Statement {
+                sql: LOCK.into(),
+                params: vec![text(component)],
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The active digest of every component ever deployed.
+    pub async fn active(&self) -> Result<HashMap<String, String>, DbError> {
+        let rows = self.db.query(ACTIVE, &[]).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match (row.first(), row.get(1)) {
+                (Some(Value::Text(c)), Some(Value::Text(d))) => Some((c.clone(), d.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The recorded versions of `component`, oldest first, the last active.
+    pub async fn history(&self, component: &str) -> Result<Vec<Recorded>, DbError> {
+        let rows = self.db.query(HISTORY, &[text(component)]).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(
+                |row| match (row.first(), row.get(1), row.get(2), row.get(3)) {
+                    (
+                        Some(Value::Text(digest)),
+                        Some(Value::Int(size)),
+                        Some(Value::Int(uploaded_at)),
+                        Some(Value::Text(note)),
+                    ) => Some(Recorded {
+                        digest: digest.clone(),
+                        size: *size,
+                        uploaded_at: *uploaded_at,
+                        note: note.clone(),
+                    }),
+                    _ => None,
+                },
+            )
+            .collect())
+    }
+
+    /// The bytes of `component` at `digest`, if kept.
+    pub async fn bytes(&self, component: &str, digest: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let rows = self
+            .db
+            .query(BYTES, &[text(component), text(digest)])
+            .await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .next()
+            .and_then(|row| match row.into_iter().next() {
+                Some(Value::Bytes(b)) => Some(b),
+                _ => None,
+            }))
+    }
+
+    /// Whether `component` has a recorded history.
+    async fn has_history(&self, component: &str) -> Result<bool, DbError> {
+        let rows = self.db.query(HAS_HISTORY, &[text(component)]).await?;
+        Ok(!matches!(
+            rows.rows.first().and_then(|r| r.first()),
+            Some(Value::Int(0)) | None
+        ))
+    }
+
+    fn add_version(component: &str, version: &Upload<'_>) -> Statement {
+        Statement {
+            sql: ADD_VERSION.into(),
+            params: vec![
+                text(component),
+                text(version.digest),
+                Value::Bytes(version.bytes.to_vec()),
+                Value::Int(version.bytes.len() as i64),
+                text(version.note),
+                Value::Int(crate::now_ms()),
+            ],
+        }
+    }
+
+    fn push(component: &str, digest: &str) -> Statement {
+        Statement {
+            sql: PUSH.into(),
+            params: vec![text(component), text(digest), text(component)],
+        }
+    }
+
+    fn collect_and_notify(&self, component: &str, statements: &mut Vec<Statement>) {
+        statements.push(Statement {
+            sql: COLLECT.into(),
+            params: vec![text(component), text(component)],
+        });
+        if self.postgres {
+            statements.push(Statement {
+                sql: NOTIFY.into(),
+                params: vec![text(component)],
+            });
+        }
+    }
+
+    /// Records `version` as the active version of `component`. A component
+    /// never deployed before first records `serving` (what its hosts
+    /// serve, the manifest's file), so that a rollback returns to it.
+    pub async fn deploy(
+        &self,
+        component: &str,
+        serving: Upload<'_>,
+        version: Upload<'_>,
+    ) -> Result<(), DbError> {
+        let mut statements = self.begin(component);
+        // Once a history exists it is never empty again, so the seed is
+        // needed only while there is none (and checked again in the
+        // transaction, under the lock).
+        if !self.has_history(component).await? {
+            let mut seed = Self::add_version(component, &serving);
+            seed.sql = SEED_VERSION.into();
+            seed.params.push(text(component));
+            statements.push(seed);
+            statements.push(Statement {
+                sql: SEED.into(),
+                params: vec![text(component), text(serving.digest), text(component)],
+            });
+        }
+        statements.push(Self::add_version(component, &version));
+        statements.push(Self::push(component, version.digest));
+        statements.push(Statement {
+            sql: TRIM.into(),
+            params: vec![text(component), text(component), Value::Int(KEPT)],
+        });
+        self.collect_and_notify(component, &mut statements);
+        self.db.transaction(&statements).await.map(drop)
+    }
+
+    /// Makes the version before the active one of `component` active
+    /// again, and returns it; `None` if there is none (nothing changed).
+    pub async fn rollback(&self, component: &str) -> Result<Option<String>, DbError> {
+        let mut statements = self.begin(component);
+        let popped = statements.len();
+        statements.push(Statement {
+            sql: POP.into(),
+            params: vec![text(component), text(component), text(component)],
+        });
+        self.collect_and_notify(component, &mut statements);
+        statements.push(Statement {
+            sql: NEWEST.into(),
+            params: vec![text(component)],
+        });
+        let results = self.db.transaction(&statements).await?;
+        if results.get(popped).is_none_or(|rows| rows.rows.is_empty()) {
+            return Ok(None);
+        }
+        Ok(results
+            .last()
+            .and_then(|rows| rows.rows.first())
+            .and_then(|row| match row.first() {
+                Some(Value::Text(digest)) => Some(digest.clone()),
+                _ => None,
+            }))
+    }
+
+    /// Makes the kept version `digest` of `component` active again (a
+    /// deploy of bytes already recorded); `false` if no such version is
+    /// kept.
+    pub async fn activate(&self, component: &str, digest: &str) -> Result<bool, DbError> {
+        let kept = self
+            .db
+            .query(EXISTS, &[text(component), text(digest)])
+            .await?;
+        if matches!(
+            kept.rows.first().and_then(|r| r.first()),
+            Some(Value::Int(0)) | None
+        ) {
+            return Ok(false);
+        }
+        let mut statements = self.begin(component);
+        statements.push(Self::push(component, digest));
+        statements.push(Statement {
+            sql: TRIM.into(),
+            params: vec![text(component), text(component), Value::Int(KEPT)],
+        });
+        self.collect_and_notify(component, &mut statements);
+        self.db.transaction(&statements).await?;
+        Ok(true)
+    }
+
+    /// Writes this host's heartbeat, and forgets hosts gone for an hour.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        started_at: i64,
+        serving: &serde_json::Value,
+    ) -> Result<(), DbError> {
+        let now = crate::now_ms();
+        self.db
+            .execute(
+                HEARTBEAT,
+                &[
+                    text(id),
+                    Value::Int(started_at),
+                    Value::Int(now),
+                    Value::Text(serving.to_string()),
+                ],
+            )
+            .await?;
+        self.db
+            .execute(FORGET, &[Value::Int(now - FORGET_AFTER_MS)])
+            .await
+            .map(drop)
+    }
+
+    /// The hosts heard of since `since` (epoch milliseconds).
+    pub async fn hosts(&self, since: i64) -> Result<Vec<FleetHost>, DbError> {
+        let rows = self.db.query(HOSTS, &[Value::Int(since)]).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(
+                |row| match (row.first(), row.get(1), row.get(2), row.get(3)) {
+                    (
+                        Some(Value::Text(id)),
+                        Some(Value::Int(started_at)),
+                        Some(Value::Int(seen_at)),
+                        Some(Value::Text(serving)),
+                    ) => Some(FleetHost {
+                        id: id.clone(),
+                        started_at: *started_at,
+                        seen_at: *seen_at,
+                        serving: serde_json::from_str(serving).unwrap_or_default(),
+                    }),
+                    _ => None,
+                },
+            )
+            .collect())
+    }
+
+    /// Records `versions` (oldest first, the last active) as the history of
+    /// `component` if it has none: the one-time import of a host's local
+    /// deployments. `false` if it had one (another host imported first).
+    pub async fn import(&self, component: &str, versions: &[Upload<'_>]) -> Result<bool, DbError> {
+        if versions.is_empty() || self.has_history(component).await? {
+            return Ok(false);
+        }
+        // Another host importing or deploying meanwhile: its first
+        // history row (seq 1) and this one's collide on the primary key,
+        // so one history stands whole.
+        let mut statements = self.begin(component);
+        for (seq, version) in (1..).zip(versions) {
+            statements.push(Self::add_version(component, version));
+            statements.push(Statement {
+                sql: IMPORT.into(),
+                params: vec![text(component), Value::Int(seq), text(version.digest)],
+            });
+        }
+        statements.push(Statement {
+            sql: TRIM.into(),
+            params: vec![text(component), text(component), Value::Int(KEPT)],
+        });
+        self.collect_and_notify(component, &mut statements);
+        match self.db.transaction(&statements).await {
+            Ok(_) => Ok(true),
+            // Another host imported at the same time: its history stands.
+            Err(DbError::Constraint(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Listens on PostgreSQL for deploys and rollbacks and converges
+/// `registry` on each, and after each (re)connection, since notifications
+/// may have been missed meanwhile; ends when the registry is dropped.
+pub fn listen(database_url: String, registry: &Arc<Registry>) {
+    let registry = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        loop {
+            match listen_once(&database_url, &registry).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if registry.strong_count() == 0 {
+                        return;
+                    }
+                    tracing::debug!(error = %e, "deploy listener: no connection; retrying");
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                }
+            }
+        }
+    });
+}
+
+/// One listening connection: `Ok` when the registry is gone, `Err` when
+/// the connection is (or could not be made).
+async fn listen_once(database_url: &str, registry: &Weak<Registry>) -> Result<(), sqlx::Error> {
+    let timed_out = || sqlx::Error::Io(std::io::ErrorKind::TimedOut.into());
+    let connect = async {
+        let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+        let channel: String = sqlx::query_scalar(&format!("SELECT {COMPONENTS_CHANNEL}"))
+            .fetch_one(&mut listener)
+            .await?;
+        listener.listen(&channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    let mut listener = tokio::time::timeout(LISTEN_CONNECT, connect)
+        .await
+        .map_err(|_| timed_out())??;
+    // Listening now: what was missed before is read once, then each
+    // notification converges again.
+    let mut heard = true;
+    loop {
+        if heard {
+            let Some(live) = registry.upgrade() else {
+                return Ok(());
+            };
+            live.converge_within(CONVERGE_BOUND).await;
+        }
+        match tokio::time::timeout(LISTEN_TICK, listener.try_recv()).await {
+            Ok(Ok(Some(_))) => heard = true,
+            // The connection was lost: connect (and read) again.
+            Ok(Ok(None)) => {
+                return Err(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                if registry.strong_count() == 0 {
+                    return Ok(());
+                }
+                heard = false;
+            }
+        }
+    }
+}
+
+/// Writes `registry`'s heartbeat as host `id` every `every`, until the
+/// registry is dropped.
+pub fn spawn_heartbeat(registry: &Arc<Registry>, id: String, every: Duration) {
+    let weak = Arc::downgrade(registry);
+    let started_at = crate::now_ms();
+    tokio::spawn(async move {
+        loop {
+            let Some(registry) = weak.upgrade() else {
+                return;
+            };
+            if let Some(fleet) = registry.fleet() {
+                let serving = registry.serving();
+                let beat = fleet.heartbeat(&id, started_at, &serving);
+                match tokio::time::timeout(every.max(Duration::from_secs(1)), beat).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not written"),
+                    Err(_) => tracing::debug!("heartbeat not written in time"),
+                }
+            }
+            drop(registry);
+            tokio::time::sleep(every).await;
+        }
+    });
+}

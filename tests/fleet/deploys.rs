@@ -1,0 +1,430 @@
+//! Fleet deploys: hosts on one PostgreSQL schema, where the versions and
+//! which one is active are recorded; a deploy or rollback on any host
+//! reaches every other (by notification or by the periodic reconcile), a
+//! host started afterwards serves what is active, a host cut from the
+//! database keeps serving and converges when it is back, a corrupted
+//! stored version does not stop a host from starting, and requests under
+//! load across the hosts never fail while versions change.
+
+use super::{Fleet, eventually};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use support::proxy::Proxy;
+use support::{TestHost, components_dir, get, json, manifest_of, send, settings_with};
+
+const ADMIN: &str = "fleet-admin-token";
+const GREETER: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
+
+/// A host of `fleet` serving the greeter (v1 in its manifest), with the
+/// admin API, on `database_url`.
+async fn greeter_host(fleet: &Fleet, database_url: String) -> TestHost {
+    greeter_host_reconciling(fleet, database_url, host::RECONCILE_EVERY).await
+}
+
+/// `greeter_host`, reading the active versions every `reconcile_every`
+/// (besides notifications).
+async fn greeter_host_reconciling(
+    fleet: &Fleet,
+    database_url: String,
+    reconcile_every: std::time::Duration,
+) -> TestHost {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut settings = settings_with(
+        dir.path(),
+        &manifest_of(GREETER),
+        false,
+        Some(database_url),
+        Some(fleet.prefix.settings.clone()),
+        SandboxConfig::default(),
+        HttpLimits {
+            admin_token: Some(ADMIN.into()),
+            ..HttpLimits::default()
+        },
+    );
+    settings.reconcile_every = reconcile_every;
+    let app = host::build(&settings).await.expect("host builds");
+    TestHost { app, _dir: dir }
+}
+
+fn wasm(file: &str) -> Vec<u8> {
+    std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// Deploys `file` as the greeter through `app`; asserts it was accepted.
+async fn deploy(app: &Router, file: &str) {
+    let (status, body) = try_deploy(app, file).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Deploys `file` as the greeter through `app`: the status and body.
+async fn try_deploy(app: &Router, file: &str) -> (StatusCode, String) {
+    let request = Request::put("/admin/components/greeter?note=from%20the%20fleet%20tests")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(wasm(file)))
+        .unwrap();
+    let (response, body) = send(app, request).await;
+    (
+        response.status(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Rolls the greeter back through `app`; asserts it was accepted.
+async fn rollback(app: &Router) {
+    let (status, body) = try_rollback(app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Rolls the greeter back through `app`: the status and body.
+async fn try_rollback(app: &Router) -> (StatusCode, String) {
+    let request = Request::post("/admin/components/greeter/rollback")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (response, body) = send(app, request).await;
+    (
+        response.status(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// One number from the fleet's database.
+async fn scalar(fleet: &Fleet, sql: &str) -> i64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.schema.url)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The greeter version `app` serves.
+async fn version(app: &Router) -> String {
+    let (response, body) = get(app, "/greet").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    json(&body)["version"].as_str().unwrap().to_string()
+}
+
+/// Waits until every host of `hosts` serves `expected`.
+async fn until_all_serve(hosts: &[&TestHost], expected: &str) {
+    for (i, h) in hosts.iter().enumerate() {
+        eventually(&format!("host {i} serves {expected}"), || async {
+            version(&h.app).await == expected
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_one_host_reaches_the_others_and_so_does_a_rollback() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    let b = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    let c = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    until_all_serve(&[&a, &b, &c], "v1").await;
+
+    deploy(&a.app, "greeter_v2.wasm").await;
+    assert_eq!(version(&a.app).await, "v2", "the host deployed to, at once");
+    until_all_serve(&[&b, &c], "v2").await;
+
+    rollback(&c.app).await;
+    assert_eq!(version(&c.app).await, "v1", "the host rolled back, at once");
+    until_all_serve(&[&a, &b], "v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_started_afterwards_serves_the_active_version() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    deploy(&a.app, "greeter_v2.wasm").await;
+    let later = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    assert_eq!(version(&later.app).await, "v2", "its first request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_from_the_database_keeps_serving_and_converges_when_it_returns() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    let proxy = Proxy::start(fleet.schema.server(), true).await;
+    let b = greeter_host(&fleet, fleet.schema.url_via(proxy.addr)).await;
+    assert_eq!(version(&b.app).await, "v1");
+
+    proxy.cut().await;
+    deploy(&a.app, "greeter_v2.wasm").await;
+    // Past several reconcile passes: B still serves what it has.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(version(&b.app).await, "v1", "serving while cut off");
+
+    proxy.restore();
+    until_all_serve(&[&b], "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    deploy(&a.app, "greeter_v2.wasm").await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.schema.url)
+        .await
+        .expect("PostgreSQL reachable");
+    let corrupted = sqlx::query(
+        "UPDATE component_versions SET bytes = $1 \
+         WHERE digest = (SELECT digest FROM component_history ORDER BY seq DESC LIMIT 1)",
+    )
+    .bind(b"\0asm not really".to_vec())
+    .execute(&mut conn)
+    .await
+    .expect("the active version's bytes overwritten");
+    assert_eq!(corrupted.rows_affected(), 1);
+
+    let later = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    assert_eq!(
+        version(&later.app).await,
+        "v1",
+        "the manifest's version, since the active one does not load"
+    );
+    assert_eq!(version(&a.app).await, "v2", "the others are unaffected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_across_the_fleet_never_fail_while_versions_change() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let hosts = [
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = hosts
+        .iter()
+        .flat_map(|h| [h.app.clone(), h.app.clone()])
+        .map(|app| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let (response, body) = get(&app, "/greet").await;
+                    if response.status() == StatusCode::OK {
+                        ok += 1;
+                    } else {
+                        failed.push((
+                            response.status(),
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    deploy(&hosts[0].app, "greeter_v2.wasm").await;
+    until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v2").await;
+    rollback(&hosts[1].app).await;
+    until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v1").await;
+    deploy(&hosts[2].app, "greeter_v2.wasm").await;
+    until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v2").await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut served = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        served += ok;
+    }
+    assert!(served > 0, "the clients made requests");
+}
+
+// With the periodic reconcile an hour apart, only the deploy's
+// notification can bring the others along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notification_alone_brings_the_other_hosts_along() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let a = greeter_host_reconciling(&fleet, fleet.schema.url.clone(), hour).await;
+    let b = greeter_host_reconciling(&fleet, fleet.schema.url.clone(), hour).await;
+    deploy(&a.app, "greeter_v2.wasm").await;
+    until_all_serve(&[&b], "v2").await;
+    rollback(&a.app).await;
+    until_all_serve(&[&b], "v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_bounded_and_bytes_no_version_names_are_collected() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    for file in ["greeter_v2.wasm", "greeter_v1.wasm"].repeat(4) {
+        deploy(&a.app, file).await;
+    }
+    // Nine deploys (the first records the manifest's v1 too): six kept.
+    assert_eq!(
+        scalar(&fleet, "SELECT COUNT(*) FROM component_history").await,
+        6
+    );
+    assert_eq!(
+        scalar(&fleet, "SELECT COUNT(*) FROM component_versions").await,
+        2
+    );
+    // Kept: v2 v1 v2 v1 v2 v1. Four rollbacks leave v2 v1, one more v2
+    // alone: v1's bytes go.
+    for _ in 0..4 {
+        rollback(&a.app).await;
+    }
+    assert_eq!(version(&a.app).await, "v1");
+    rollback(&a.app).await;
+    assert_eq!(version(&a.app).await, "v2");
+    assert_eq!(
+        scalar(&fleet, "SELECT COUNT(*) FROM component_history").await,
+        1
+    );
+    assert_eq!(
+        scalar(&fleet, "SELECT COUNT(*) FROM component_versions").await,
+        1
+    );
+    let (status, body) = try_rollback(&a.app).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+// Deploys and rollbacks of one component sent to three hosts at once:
+// each is recorded whole or refused (409), the history never names bytes
+// that are not stored, and every host ends on what is active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_on_several_hosts_leave_one_consistent_history() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let hosts = [
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+    ];
+    deploy(&hosts[0].app, "greeter_v2.wasm").await;
+    for _ in 0..8 {
+        let (a, b, c) = tokio::join!(
+            try_deploy(&hosts[0].app, "greeter_v1.wasm"),
+            try_rollback(&hosts[1].app),
+            try_deploy(&hosts[2].app, "greeter_v2.wasm"),
+        );
+        for (status, body) in [a, b, c] {
+            assert!(
+                status == StatusCode::OK || status == StatusCode::CONFLICT,
+                "{status}: {body}"
+            );
+        }
+        let orphans = scalar(
+            &fleet,
+            "SELECT COUNT(*) FROM component_history h WHERE NOT EXISTS \
+             (SELECT 1 FROM component_versions v WHERE v.component = h.component AND v.digest = h.digest)",
+        )
+        .await;
+        assert_eq!(orphans, 0, "history rows without bytes");
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.schema.url)
+        .await
+        .expect("PostgreSQL reachable");
+    let active: String =
+        sqlx::query_scalar("SELECT digest FROM component_history ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let expected = if active == digest_of("greeter_v1.wasm") {
+        "v1"
+    } else {
+        assert_eq!(active, digest_of("greeter_v2.wasm"));
+        "v2"
+    };
+    until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], expected).await;
+}
+
+/// The hex SHA-256 of a built component.
+fn digest_of(file: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(wasm(file))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `GET /admin/components` of `app`: the greeter's entry.
+async fn listed(app: &Router) -> serde_json::Value {
+    let request = Request::get("/admin/components")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (response, body) = send(app, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json(&body)["components"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_shows_what_each_host_serves_and_any_kept_version_can_be_activated() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let hosts = [
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+        greeter_host(&fleet, fleet.schema.url.clone()).await,
+    ];
+    deploy(&hosts[0].app, "greeter_v2.wasm").await;
+    let (v1, v2) = (digest_of("greeter_v1.wasm"), digest_of("greeter_v2.wasm"));
+    eventually("every host reports v2", || async {
+        let entry = listed(&hosts[1].app).await;
+        let serving = entry["fleet"]["hosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        serving.len() == 3 && serving.iter().all(|h| h["digest"] == v2.as_str())
+    })
+    .await;
+    let entry = listed(&hosts[2].app).await;
+    assert_eq!(entry["fleet"]["active"], v2.as_str(), "{entry}");
+    let versions = entry["fleet"]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{entry}");
+    assert_eq!(versions[0]["digest"], v1.as_str());
+    assert_eq!(versions[1]["note"], "from the fleet tests");
+
+    // Any kept version, activated on any host, serves everywhere.
+    let activate = |digest: &str| {
+        Request::post(format!("/admin/components/greeter/activate/{digest}"))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (response, _) = send(&hosts[2].app, activate(&v1)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v1").await;
+    let (response, body) = send(&hosts[2].app, activate(&"0".repeat(64))).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(version(&hosts[0].app).await, "v1", "nothing changed");
+}
