@@ -10,6 +10,7 @@
 //! - `http`: the axum application: in-flight bound, body limit, dispatch,
 //!   and the one error type.
 //! - `auth`: bearer tokens to principals.
+//! - `admin_client`: the deploy CLI's requests to the admin API.
 //! - `request`: the request, principal and response types every layer
 //!   shares.
 //! - `seed`: the deterministic demo dataset.
@@ -22,6 +23,7 @@
 //! `Settings` gathers the configuration; `build` wires everything;
 //! `run` serves until shutdown.
 
+pub mod admin_client;
 pub mod auth;
 pub mod cache;
 pub mod db;

@@ -24,6 +24,57 @@ enum Command {
     /// Create an API token (and its user and workspace if they are new) in
     /// the database, and print it. Only its hash is stored.
     CreateToken(CreateTokenArgs),
+    /// Deploy a component to the fleet (through any host's admin API).
+    Deploy(DeployArgs),
+    /// List the components: the active version, the kept ones, and what
+    /// each live host serves.
+    List(AdminArgs),
+    /// Make the version before the active one serve again, fleet-wide.
+    Rollback(NameArgs),
+    /// Make a kept version serve again, fleet-wide.
+    Activate(ActivateArgs),
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// A host's address.
+    #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    admin_url: String,
+    /// The admin token the hosts were started with.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The component's `.wasm` file.
+    file: std::path::PathBuf,
+    /// The component's name in the manifest.
+    #[arg(long)]
+    component: String,
+    /// A note kept with the version.
+    #[arg(long, default_value = "")]
+    note: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct NameArgs {
+    /// The component's name in the manifest.
+    component: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ActivateArgs {
+    /// The component's name in the manifest.
+    component: String,
+    /// The digest of a kept version (as `list` shows it, whole).
+    digest: String,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Args)]
@@ -190,6 +241,50 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::CreateToken(args) => create_token(args).await,
+        Command::Deploy(args) => {
+            cli(async {
+                let bytes = std::fs::read(&args.file)
+                    .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+                let api = admin(args.admin);
+                Ok(api.deploy(&args.component, bytes, &args.note).await?)
+            })
+            .await
+        }
+        Command::List(args) => cli(async { Ok(admin(args).list().await?) }).await,
+        Command::Rollback(args) => {
+            cli(async { Ok(admin(args.admin).rollback(&args.component).await?) }).await
+        }
+        Command::Activate(args) => {
+            cli(async {
+                let api = admin(args.admin);
+                Ok(api.activate(&args.component, &args.digest).await?)
+            })
+            .await
+        }
+    }
+}
+
+/// Runs one admin command: its output on stdout, or `error: …` on stderr
+/// and exit status 1.
+async fn cli(
+    command: impl std::future::Future<Output = Result<String, Box<dyn std::error::Error>>>,
+) -> anyhow::Result<()> {
+    match command.await {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn admin(args: AdminArgs) -> host::admin_client::AdminApi {
+    host::admin_client::AdminApi {
+        url: args.admin_url,
+        token: args.admin_token,
     }
 }
 

@@ -428,3 +428,73 @@ async fn the_fleet_view_shows_what_each_host_serves_and_any_kept_version_can_be_
     );
     assert_eq!(version(&hosts[0].app).await, "v1", "nothing changed");
 }
+
+// The deploy CLI's requests (`marketplace-host deploy`, `list`, `rollback`,
+// `activate` run `host::admin_client`) against two hosts served over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
+    use host::admin_client::{AdminApi, CliError};
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    let b = greeter_host(&fleet, fleet.schema.url.clone()).await;
+    let timeout = HttpLimits::default().header_timeout;
+    let (a_addr, _stop_a) = support::served::spawn(a.app.clone(), timeout).await;
+    let (b_addr, _stop_b) = support::served::spawn(b.app.clone(), timeout).await;
+    let api = |addr: std::net::SocketAddr, token: &str| AdminApi {
+        url: format!("http://{addr}"),
+        token: token.into(),
+    };
+
+    let said = api(a_addr, ADMIN)
+        .deploy("greeter", wasm("greeter_v2.wasm"), "the CLI's note")
+        .await
+        .expect("deployed");
+    let v2 = digest_of("greeter_v2.wasm");
+    assert!(said.contains(&v2), "{said}");
+    until_all_serve(&[&b], "v2").await;
+
+    let serving_v2 = format!("serves {}", &v2[..12]);
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let listed = api(b_addr, ADMIN).list().await.expect("listed");
+        if listed.matches(&serving_v2).count() == 2 {
+            break listed;
+        }
+        assert!(
+            started.elapsed() < super::PROPAGATION_BOUND,
+            "both hosts never listed on v2: {listed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        listed.contains(&format!("greeter  active {v2}")),
+        "{listed}"
+    );
+    assert!(listed.contains("the CLI's note"), "{listed}");
+
+    let said = api(b_addr, ADMIN)
+        .rollback("greeter")
+        .await
+        .expect("rolled back");
+    assert!(said.contains(&digest_of("greeter_v1.wasm")), "{said}");
+    until_all_serve(&[&a, &b], "v1").await;
+
+    // Clear errors: a wrong token, an unknown component, no host there.
+    let wrong = api(a_addr, "not-the-token").list().await.unwrap_err();
+    assert!(
+        matches!(&wrong, CliError::Refused { status, .. } if status.as_u16() == 401),
+        "{wrong}"
+    );
+    let unknown = api(a_addr, ADMIN).rollback("nobody").await.unwrap_err();
+    assert!(unknown.to_string().contains("nobody"), "{unknown}");
+    let bad_name = api(a_addr, ADMIN).rollback("../admin").await.unwrap_err();
+    assert!(matches!(bad_name, CliError::Usage(_)), "{bad_name}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nobody = api(closed, ADMIN).list().await.unwrap_err();
+    assert!(matches!(nobody, CliError::Unreachable { .. }), "{nobody}");
+}

@@ -147,6 +147,14 @@ fn attacks(engine: Engine, dir: &Path) -> Vec<(&'static str, String)> {
         ("query", "SELECT token_hash, user_id FROM api_tokens".to_string()),
         ("query", "SELECT user_id FROM workspace_members".to_string()),
         ("execute", "DELETE FROM cache_warm".to_string()),
+        // Which component version serves is the host's record alone.
+        (
+            "execute",
+            "INSERT INTO component_history (component, seq, digest) VALUES ('marketplace', 99, 'x')"
+                .to_string(),
+        ),
+        ("query", "SELECT bytes FROM component_versions".to_string()),
+        ("execute", "DELETE FROM fleet_hosts".to_string()),
         (
             "execute",
             "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'user-demo', 'stolen', 0)"
@@ -293,8 +301,10 @@ async fn the_sqlite_authorizer_alone_keeps_components_to_the_product_tables() {
         "SELECT token_hash FROM api_tokens".to_string(),
         "SELECT user_id FROM workspace_members".to_string(),
         "SELECT email FROM users".to_string(),
-        "INSERT INTO cache_warm (component, target, hits, seen_at) VALUES ('m', '/', 1, 0)"
+        "INSERT INTO cache_warm (component, target, bucket, hits) VALUES ('m', '/', 1, 0)"
             .to_string(),
+        "UPDATE component_versions SET bytes = x'00'".to_string(),
+        "DELETE FROM component_history".to_string(),
         "SELECT sql FROM sqlite_master".to_string(),
         "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'u', 'n', 0)"
             .to_string(),
