@@ -4,8 +4,9 @@
 //! API's own message (`error.message`), or why the API could not be
 //! reached.
 //!
-//! Plain HTTP: put the admin API behind TLS (a proxy) when it crosses a
-//! network you do not trust.
+//! Plain HTTP only (the host has no TLS stack): run it on the host's
+//! machine, or through an SSH tunnel across a network you do not trust;
+//! an `https://` URL is refused with that advice.
 
 use axum::body::Bytes;
 use axum::http::{Method, Request, StatusCode, header};
@@ -15,13 +16,24 @@ use std::time::Duration;
 
 /// How long one admin request may take (an upload compiles the component).
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long connecting to the admin API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the admin API is, and its token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminApi {
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port`.
     pub url: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Why a command failed, as the person running it should read it.
@@ -31,6 +43,10 @@ pub enum CliError {
     Unreachable { url: String, reason: String },
     #[error("the admin API answered {status}: {message}")]
     Refused { status: StatusCode, message: String },
+    #[error("the request was sent to {url}, but no answer came within {} s: it may have been carried out; check with `list`", .timeout.as_secs())]
+    NoAnswer { url: String, timeout: Duration },
+    #[error("{url} answered something other than the admin API: {reason}")]
+    Unexpected { url: String, reason: String },
     #[error("{0}")]
     Usage(String),
 }
@@ -43,21 +59,36 @@ impl AdminApi {
         path: &str,
         body: Vec<u8>,
     ) -> Result<serde_json::Value, CliError> {
-        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let base = self.url.trim_end_matches('/');
+        if base.starts_with("https://") {
+            return Err(CliError::Usage(format!(
+                "{base}: the CLI speaks plain HTTP only; run it on the host's machine or through an SSH tunnel (ssh -L 8080:127.0.0.1:8080 host)"
+            )));
+        }
+        let url = format!("{base}{path}");
         let unreachable = |reason: String| CliError::Unreachable {
             url: self.url.clone(),
             reason,
         };
+        let mut authorization =
+            header::HeaderValue::try_from(format!("Bearer {}", self.token.trim())).map_err(
+                |_| {
+                    CliError::Usage("the admin token holds characters a header cannot carry".into())
+                },
+            )?;
+        authorization.set_sensitive(true);
         let request = Request::builder()
             .method(method)
             .uri(&url)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::AUTHORIZATION, authorization)
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CliError::Usage(format!("not a usable admin URL {url:?}: {e}")))?;
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
+                .build::<_, Full<Bytes>>(connector);
         let exchange = async {
             let response = client
                 .request(request)
@@ -74,16 +105,49 @@ impl AdminApi {
         };
         let (status, bytes) = tokio::time::timeout(TIMEOUT, exchange)
             .await
-            .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))??;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            .map_err(|_| CliError::NoAnswer {
+                url: self.url.clone(),
+                timeout: TIMEOUT,
+            })??;
+        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
-            let message = json["error"]["message"]
-                .as_str()
+            let message = json
+                .as_ref()
+                .and_then(|j| j["error"]["message"].as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(CliError::Refused { status, message });
         }
-        Ok(json)
+        match json {
+            Some(json @ serde_json::Value::Object(_)) => Ok(json),
+            _ => Err(CliError::Unexpected {
+                url: self.url.clone(),
+                reason: "the answer is not a JSON object".into(),
+            }),
+        }
+    }
+
+    /// The digest `info` (a component as the API answers a change) says
+    /// is active fleet-wide.
+    fn active<'a>(&self, info: &'a serde_json::Value) -> Result<&'a str, CliError> {
+        info["active"]
+            .as_str()
+            .or_else(|| info["current"]["digest"].as_str())
+            .ok_or_else(|| CliError::Unexpected {
+                url: self.url.clone(),
+                reason: "the answer names no version".into(),
+            })
+    }
+
+    /// A line on this host, when it does not serve `active` yet.
+    fn lagging(info: &serde_json::Value, active: &str) -> String {
+        match info["current"]["digest"].as_str() {
+            Some(here) if here != active => format!(
+                "(the host asked still serves {}; it follows at its next convergence)\n",
+                short(here)
+            ),
+            _ => String::new(),
+        }
     }
 
     /// Uploads `bytes` as `component`, with `note`.
@@ -104,9 +168,10 @@ impl AdminApi {
                 bytes,
             )
             .await?;
+        let active = self.active(&info)?;
         Ok(format!(
-            "deployed {component}: {} ({size} bytes); every host of the fleet serves it within about a second\n",
-            info["current"]["digest"].as_str().unwrap_or("?")
+            "deployed {component}: {active} ({size} bytes); every host of the fleet serves it within about a second\n{}",
+            Self::lagging(&info, active)
         ))
     }
 
@@ -114,9 +179,10 @@ impl AdminApi {
     pub async fn rollback(&self, component: &str) -> Result<String, CliError> {
         let path = format!("/admin/components/{}/rollback", segment(component)?);
         let info = self.call(Method::POST, &path, Vec::new()).await?;
+        let active = self.active(&info)?;
         Ok(format!(
-            "rolled back {component}: {} serves again, fleet-wide\n",
-            info["current"]["digest"].as_str().unwrap_or("?")
+            "rolled back {component}: {active} serves again, fleet-wide\n{}",
+            Self::lagging(&info, active)
         ))
     }
 
@@ -128,9 +194,10 @@ impl AdminApi {
             segment(digest)?
         );
         let info = self.call(Method::POST, &path, Vec::new()).await?;
+        let active = self.active(&info)?;
         Ok(format!(
-            "activated {component}: {} serves, fleet-wide\n",
-            info["current"]["digest"].as_str().unwrap_or("?")
+            "activated {component}: {active} serves, fleet-wide\n{}",
+            Self::lagging(&info, active)
         ))
     }
 
@@ -145,9 +212,23 @@ impl AdminApi {
         if let Some(error) = answer["fleetError"].as_str() {
             let _ = writeln!(out, "the fleet's record could not be read: {error}\n");
         }
-        for c in answer["components"].as_array().into_iter().flatten() {
+        let Some(components) = answer["components"].as_array() else {
+            return Err(CliError::Unexpected {
+                url: self.url.clone(),
+                reason: "the answer lists no components".into(),
+            });
+        };
+        for c in components {
             let name = c["name"].as_str().unwrap_or("?");
             let fleet = &c["fleet"];
+            if fleet.is_null() {
+                let here = c["current"]["digest"].as_str().unwrap_or("?");
+                let _ = writeln!(
+                    out,
+                    "{name}  the host asked serves {here} (the fleet's record is unavailable)"
+                );
+                continue;
+            }
             let active = fleet["active"]
                 .as_str()
                 .unwrap_or("(never deployed: each host serves its manifest's file)");

@@ -83,6 +83,7 @@ struct CreateTokenArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://data/marketplace.db"
     )]
     database_url: String,
@@ -109,6 +110,7 @@ struct ServeArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://data/marketplace.db"
     )]
     database_url: String,
@@ -160,7 +162,7 @@ struct ServeArgs {
     #[arg(long, env = "MIN_BODY_RATE", default_value_t = 256 << 10)]
     min_body_rate: u64,
     /// Redis for the cache (`redis://host:port`); unset: in-process only.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Prefix of every Redis key the host writes.
     #[arg(long, env = "REDIS_PREFIX", default_value = "marketplace:")]
@@ -181,7 +183,7 @@ struct ServeArgs {
     #[arg(long, env = "WATCH_COMPONENTS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_components: bool,
     /// Token of the admin API (`/admin`); unset: the admin API is off.
-    #[arg(long, env = "ADMIN_TOKEN")]
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Bytes of values the in-process cache may hold.
     #[arg(long, env = "MEMORY_CACHE_BYTES", default_value_t = 256 << 20)]
@@ -271,7 +273,9 @@ async fn cli(
 ) -> anyhow::Result<()> {
     match command.await {
         Ok(text) => {
-            print!("{text}");
+            use std::io::Write as _;
+            // A closed pipe (`| head`) is not an error of ours.
+            let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(())
         }
         Err(e) => {

@@ -68,6 +68,11 @@ pub struct ComponentInfo {
     pub current: VersionInfo,
     /// Newest first.
     pub previous: Vec<VersionInfo>,
+    /// After a change recorded in the database: the digest now active
+    /// fleet-wide (`current` is what this host serves, which follows it
+    /// at its next convergence if it could not at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
 }
 
 /// One version of a component.
@@ -284,7 +289,10 @@ impl Registry {
         if let Err(e) = self.converge_one(name, digest).await {
             tracing::warn!(component = name, error = %e, "activated in the database; this host follows at its next convergence");
         }
-        Ok(self.info(name, slot))
+        Ok(ComponentInfo {
+            active: Some(digest.to_string()),
+            ..self.info(name, slot)
+        })
     }
 
     /// Whether a component of that name exists.
@@ -376,7 +384,10 @@ impl Registry {
             let _ = self.swaps.send(name.to_string());
         }
         self.mirror(name, slot).await;
-        Ok(self.info(name, slot))
+        Ok(ComponentInfo {
+            active: Some(slot.current.load().digest.clone()),
+            ..self.info(name, slot)
+        })
     }
 
     fn deploy_local(
@@ -419,7 +430,10 @@ impl Registry {
         if let Err(e) = self.converge_one(name, &digest).await {
             tracing::warn!(component = name, error = %e, "rolled back in the database; this host follows at its next convergence");
         }
-        Ok(self.info(name, slot))
+        Ok(ComponentInfo {
+            active: Some(digest),
+            ..self.info(name, slot)
+        })
     }
 
     fn rollback_local(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
@@ -641,6 +655,7 @@ impl Registry {
 
     fn info(&self, name: &str, slot: &Slot) -> ComponentInfo {
         ComponentInfo {
+            active: None,
             name: name.to_string(),
             routes: slot.routes.clone(),
             current: VersionInfo::from(slot.current.load().as_ref()),

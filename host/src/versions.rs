@@ -94,22 +94,27 @@ const SEED_VERSION: &str = "INSERT INTO component_versions (component, digest, b
 const SEED: &str = "INSERT INTO component_history (component, seq, digest) \
      SELECT $1, 1, $2 WHERE NOT EXISTS (SELECT 1 FROM component_history WHERE component = $3)";
 const IMPORT: &str = "INSERT INTO component_history (component, seq, digest) VALUES ($1, $2, $3)";
+/// The history names each digest once: a version deployed (or activated)
+/// again moves to the top rather than pushing the others out.
+const UNLIST: &str = "DELETE FROM component_history WHERE component = $1 AND digest = $2";
+/// A new active row, if the version's bytes are kept (`RETURNING` says).
 const PUSH: &str = "INSERT INTO component_history (component, seq, digest) \
-     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM component_history WHERE component = $3";
+     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM component_history WHERE component = $3 \
+     HAVING EXISTS (SELECT 1 FROM component_versions WHERE component = $4 AND digest = $5) \
+     RETURNING digest";
 /// Serializes the changes of one component on PostgreSQL, for the rest
 /// of the transaction (SQLite serializes every writing transaction).
 const LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))";
 const NEWEST: &str =
     "SELECT digest FROM component_history WHERE component = $1 ORDER BY seq DESC LIMIT 1";
-const TRIM: &str = "DELETE FROM component_history WHERE component = $1 \
-     AND seq <= (SELECT MAX(seq) FROM component_history WHERE component = $2) - $3";
+const TRIM: &str = "DELETE FROM component_history WHERE component = $1 AND seq NOT IN \
+     (SELECT seq FROM component_history WHERE component = $2 ORDER BY seq DESC LIMIT $3)";
 const POP: &str = "DELETE FROM component_history WHERE component = $1 \
      AND seq = (SELECT MAX(seq) FROM component_history WHERE component = $2) \
      AND (SELECT COUNT(*) FROM component_history WHERE component = $3) > 1 RETURNING digest";
 const COLLECT: &str = "DELETE FROM component_versions WHERE component = $1 \
      AND digest NOT IN (SELECT digest FROM component_history WHERE component = $2)";
-const EXISTS: &str = "SELECT COUNT(*) FROM component_versions WHERE component = $1 AND digest = $2";
 const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving";
 const FORGET: &str = "DELETE FROM fleet_hosts WHERE seen_at < $1";
@@ -218,11 +223,24 @@ impl VersionStore {
         }
     }
 
-    fn push(component: &str, digest: &str) -> Statement {
-        Statement {
-            sql: PUSH.into(),
-            params: vec![text(component), text(digest), text(component)],
-        }
+    /// The statements that make `digest` the newest row of the history.
+    fn push(component: &str, digest: &str) -> [Statement; 2] {
+        [
+            Statement {
+                sql: UNLIST.into(),
+                params: vec![text(component), text(digest)],
+            },
+            Statement {
+                sql: PUSH.into(),
+                params: vec![
+                    text(component),
+                    text(digest),
+                    text(component),
+                    text(component),
+                    text(digest),
+                ],
+            },
+        ]
     }
 
     fn collect_and_notify(&self, component: &str, statements: &mut Vec<Statement>) {
@@ -262,7 +280,7 @@ impl VersionStore {
             });
         }
         statements.push(Self::add_version(component, &version));
-        statements.push(Self::push(component, version.digest));
+        statements.extend(Self::push(component, version.digest));
         statements.push(Statement {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
@@ -302,33 +320,30 @@ impl VersionStore {
     /// deploy of bytes already recorded); `false` if no such version is
     /// kept.
     pub async fn activate(&self, component: &str, digest: &str) -> Result<bool, DbError> {
-        let kept = self
-            .db
-            .query(EXISTS, &[text(component), text(digest)])
-            .await?;
-        if matches!(
-            kept.rows.first().and_then(|r| r.first()),
-            Some(Value::Int(0)) | None
-        ) {
-            return Ok(false);
-        }
+        // Checked in the transaction, under the lock: the push names the
+        // version only if its bytes are kept, whatever ran meanwhile.
         let mut statements = self.begin(component);
-        statements.push(Self::push(component, digest));
+        statements.extend(Self::push(component, digest));
+        let pushed = statements.len() - 1;
         statements.push(Statement {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
         });
         self.collect_and_notify(component, &mut statements);
-        self.db.transaction(&statements).await?;
-        Ok(true)
+        let results = self.db.transaction(&statements).await?;
+        Ok(results
+            .get(pushed)
+            .is_some_and(|rows| !rows.rows.is_empty()))
     }
 
-    /// Writes this host's heartbeat, and forgets hosts gone for an hour.
+    /// Writes this host's heartbeat, and, if `forget`, deletes the rows
+    /// of hosts gone for an hour.
     pub async fn heartbeat(
         &self,
         id: &str,
         started_at: i64,
         serving: &serde_json::Value,
+        forget: bool,
     ) -> Result<(), DbError> {
         let now = crate::now_ms();
         self.db
@@ -342,10 +357,12 @@ impl VersionStore {
                 ],
             )
             .await?;
-        self.db
-            .execute(FORGET, &[Value::Int(now - FORGET_AFTER_MS)])
-            .await
-            .map(drop)
+        if forget {
+            self.db
+                .execute(FORGET, &[Value::Int(now - FORGET_AFTER_MS)])
+                .await?;
+        }
+        Ok(())
     }
 
     /// The hosts heard of since `since` (epoch milliseconds).
@@ -383,6 +400,17 @@ impl VersionStore {
         // Another host importing or deploying meanwhile: its first
         // history row (seq 1) and this one's collide on the primary key,
         // so one history stands whole.
+        // Each digest once, where it last appears.
+        let versions: Vec<&Upload<'_>> = versions
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| {
+                !versions[i + 1..]
+                    .iter()
+                    .any(|later| later.digest == v.digest)
+            })
+            .map(|(_, v)| v)
+            .collect();
         let mut statements = self.begin(component);
         for (seq, version) in (1..).zip(versions) {
             statements.push(Self::add_version(component, version));
@@ -474,13 +502,14 @@ pub fn spawn_heartbeat(registry: &Arc<Registry>, id: String, every: Duration) {
     let weak = Arc::downgrade(registry);
     let started_at = crate::now_ms();
     tokio::spawn(async move {
-        loop {
+        for beat in 0u64.. {
             let Some(registry) = weak.upgrade() else {
                 return;
             };
             if let Some(fleet) = registry.fleet() {
                 let serving = registry.serving();
-                let beat = fleet.heartbeat(&id, started_at, &serving);
+                // Gone hosts are forgotten now and then, not every beat.
+                let beat = fleet.heartbeat(&id, started_at, &serving, beat % 30 == 0);
                 match tokio::time::timeout(every.max(Duration::from_secs(1)), beat).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not written"),

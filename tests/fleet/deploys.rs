@@ -272,40 +272,64 @@ async fn the_notification_alone_brings_the_other_hosts_along() {
     until_all_serve(&[&b], "v1").await;
 }
 
+/// `file` with a custom section naming `n` appended: a distinct build of
+/// the same component (custom sections may come anywhere).
+fn build_of(file: &str, n: u8) -> Vec<u8> {
+    let name = b"build";
+    let mut bytes = wasm(file);
+    bytes.extend([0x00, (1 + name.len() + 1) as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.push(n);
+    bytes
+}
+
+/// Deploys `bytes` as the greeter through `app`; asserts it was accepted.
+async fn deploy_bytes(app: &Router, bytes: Vec<u8>) {
+    let request = Request::put("/admin/components/greeter")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(bytes))
+        .unwrap();
+    let (response, body) = send(app, request).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_bounded_and_bytes_no_version_names_are_collected() {
     let Some(fleet) = Fleet::new().await else {
         return;
     };
     let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
-    for file in ["greeter_v2.wasm", "greeter_v1.wasm"].repeat(4) {
-        deploy(&a.app, file).await;
+    // The manifest's v1, then eight builds of v2: six kept.
+    for n in 0..8 {
+        deploy_bytes(&a.app, build_of("greeter_v2.wasm", n)).await;
     }
-    // Nine deploys (the first records the manifest's v1 too): six kept.
+    let rows = "SELECT COUNT(*) FROM component_history";
+    let versions = "SELECT COUNT(*) FROM component_versions";
+    assert_eq!(scalar(&fleet, rows).await, 6);
     assert_eq!(
-        scalar(&fleet, "SELECT COUNT(*) FROM component_history").await,
-        6
+        scalar(&fleet, versions).await,
+        6,
+        "v1 and the oldest builds collected"
     );
-    assert_eq!(
-        scalar(&fleet, "SELECT COUNT(*) FROM component_versions").await,
-        2
-    );
-    // Kept: v2 v1 v2 v1 v2 v1. Four rollbacks leave v2 v1, one more v2
-    // alone: v1's bytes go.
-    for _ in 0..4 {
+    // Deploying the active build again changes nothing kept.
+    deploy_bytes(&a.app, build_of("greeter_v2.wasm", 7)).await;
+    assert_eq!(scalar(&fleet, rows).await, 6);
+    // A kept build deployed again moves to the top: one row per build.
+    deploy_bytes(&a.app, build_of("greeter_v2.wasm", 3)).await;
+    assert_eq!(scalar(&fleet, rows).await, 6);
+    assert_eq!(scalar(&fleet, versions).await, 6);
+    // Rolled back to one build: the others' bytes go.
+    for _ in 0..5 {
         rollback(&a.app).await;
     }
-    assert_eq!(version(&a.app).await, "v1");
-    rollback(&a.app).await;
+    assert_eq!(scalar(&fleet, rows).await, 1);
+    assert_eq!(scalar(&fleet, versions).await, 1);
     assert_eq!(version(&a.app).await, "v2");
-    assert_eq!(
-        scalar(&fleet, "SELECT COUNT(*) FROM component_history").await,
-        1
-    );
-    assert_eq!(
-        scalar(&fleet, "SELECT COUNT(*) FROM component_versions").await,
-        1
-    );
     let (status, body) = try_rollback(&a.app).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }

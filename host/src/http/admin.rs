@@ -77,35 +77,46 @@ const LIVE_WITHIN_MS: i64 = 10_000;
 
 /// Each component as this host serves it and, with the fleet's record,
 /// `fleet`: the active digest, the kept versions (oldest first, with their
-/// notes) and, per live host, the digest it serves and since when. Without
-/// the database, the fleet part is `null` and `fleetError` says why.
+/// notes) and, per live host, the digest it serves and since when. When
+/// the database cannot be read, each `fleet` is `null` and `fleetError`
+/// says why.
 async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     let registry = &state.inner.registry;
     let local = registry.list();
     let Some(fleet) = registry.fleet() else {
         return Ok(Json(serde_json::json!({ "components": local })));
     };
-    let hosts = match fleet.hosts(crate::now_ms() - LIVE_WITHIN_MS).await {
-        Ok(hosts) => hosts,
+    let read = async {
+        let hosts = fleet.hosts(crate::now_ms() - LIVE_WITHIN_MS).await?;
+        let mut histories = Vec::new();
+        for info in &local {
+            histories.push(fleet.history(&info.name).await?);
+        }
+        Ok::<_, crate::db::DbError>((hosts, histories))
+    };
+    let (hosts, histories) = match read.await {
+        Ok(read) => read,
         Err(e) => {
+            let mut components = serde_json::to_value(&local).map_err(|_| AppError::Internal)?;
+            for entry in components.as_array_mut().into_iter().flatten() {
+                entry["fleet"] = serde_json::Value::Null;
+            }
             return Ok(Json(serde_json::json!({
-                "components": local,
-                "fleet": null,
+                "components": components,
                 "fleetError": e.to_string(),
             })));
         }
     };
     let mut components = Vec::new();
-    for info in local {
-        let history = fleet.history(&info.name).await?;
+    for (info, history) in local.into_iter().zip(histories) {
         let serving: Vec<serde_json::Value> = hosts
             .iter()
             .filter_map(|h| {
                 let at = h.serving.get(&info.name)?;
                 Some(serde_json::json!({
                     "host": h.id,
-                    "digest": at.get("digest"),
-                    "since": at.get("since"),
+                    "digest": at.get("digest")?,
+                    "since": at.get("since")?,
                     "seenAt": h.seen_at,
                 }))
             })
