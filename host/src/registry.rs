@@ -578,65 +578,101 @@ impl Registry {
     /// Makes `digest` (recorded for `name`) serve here, loading it from
     /// the record unless this host keeps it.
     async fn converge_one(&self, name: &str, digest: &str) -> Result<(), crate::db::DbError> {
-        let (Some((fleet, runtime)), Ok(slot)) = (&self.fleet, self.slot(name)) else {
+        let Ok(slot) = self.slot(name) else {
             return Ok(());
         };
         if slot.current.load().digest == digest {
             return Ok(());
         }
+        match self.obtain(name, slot, digest).await? {
+            Some(version) => {
+                self.swap_to(name, slot, version);
+                self.mirror(name, slot).await;
+            }
+            None => self.fall_back(name, slot, digest).await?,
+        }
+        Ok(())
+    }
+
+    /// The active version `active` of `name` does not load here: serve the
+    /// newest recorded version that does, unless this host serves it
+    /// already (or none loads: it goes on serving what it serves).
+    async fn fall_back(
+        &self,
+        name: &str,
+        slot: &Slot,
+        active: &str,
+    ) -> Result<(), crate::db::DbError> {
+        let Some((fleet, _)) = &self.fleet else {
+            return Ok(());
+        };
+        let history = fleet.history(name).await?;
+        let current = slot.current.load().digest.clone();
+        for recorded in history.iter().rev().filter(|r| r.digest != active) {
+            if recorded.digest == current {
+                return Ok(());
+            }
+            if let Some(version) = self.obtain(name, slot, &recorded.digest).await? {
+                tracing::warn!(component = name, active, serving = %recorded.digest, "the active version does not load on this host; serving the newest recorded version that does");
+                self.swap_to(name, slot, version);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The recorded version `digest` of `name`, from the versions this
+    /// host keeps, else loaded from the record; `None` if it does not load
+    /// (or its bytes are gone): logged, and not tried again.
+    async fn obtain(
+        &self,
+        name: &str,
+        slot: &Slot,
+        digest: &str,
+    ) -> Result<Option<Arc<LoadedComponent>>, crate::db::DbError> {
+        let Some((fleet, runtime)) = &self.fleet else {
+            return Ok(None);
+        };
         let kept = Self::lock(slot)
             .iter()
             .rev()
             .find(|v| v.digest == digest)
             .cloned();
-        let version = match kept {
-            Some(version) => version,
-            None => {
-                let key = format!("{name}/{digest}");
-                if self.unloadable_contains(&key) {
-                    return Ok(());
-                }
-                let Some(bytes) = fleet.bytes(name, digest).await? else {
-                    // Rolled back meanwhile: the next pass reads the
-                    // record again.
-                    tracing::debug!(
-                        component = name,
-                        digest,
-                        "the active version's bytes are gone; reading the record again later"
-                    );
-                    return Ok(());
-                };
-                let runtime = runtime.clone();
-                let compile_name = name.to_string();
-                let loaded =
-                    tokio::task::spawn_blocking(move || runtime.load(&compile_name, &bytes)).await;
-                match loaded {
-                    Ok(Ok(mut loaded)) if loaded.digest == digest => {
-                        loaded.cache_namespace = slot.cache_namespace.clone();
-                        loaded.stale_grace = slot.stale_grace;
-                        Arc::new(loaded)
-                    }
-                    Ok(Ok(loaded)) => {
-                        tracing::error!(component = name, recorded = digest, found = %loaded.digest, "the active version's recorded bytes do not match its digest; still serving the version before");
-                        self.mark_unloadable(key);
-                        return Ok(());
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(component = name, digest, error = %e, "the active version does not load on this host; still serving the version before");
-                        self.mark_unloadable(key);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        tracing::error!(component = name, digest, error = %e, "loading the active version failed; still serving the version before");
-                        self.mark_unloadable(key);
-                        return Ok(());
-                    }
-                }
-            }
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        let key = format!("{name}/{digest}");
+        if self.unloadable_contains(&key) {
+            return Ok(None);
+        }
+        let Some(bytes) = fleet.bytes(name, digest).await? else {
+            // Rolled back meanwhile: the next pass reads the record again.
+            tracing::debug!(
+                component = name,
+                digest,
+                "a recorded version's bytes are gone; reading the record again later"
+            );
+            return Ok(None);
         };
-        self.swap_to(name, slot, version);
-        self.mirror(name, slot).await;
-        Ok(())
+        let runtime = runtime.clone();
+        let compile_name = name.to_string();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&compile_name, &bytes)).await;
+        let why = match loaded {
+            Ok(Ok(mut loaded)) if loaded.digest == digest => {
+                loaded.cache_namespace = slot.cache_namespace.clone();
+                loaded.stale_grace = slot.stale_grace;
+                return Ok(Some(Arc::new(loaded)));
+            }
+            Ok(Ok(loaded)) => format!(
+                "its bytes do not match its digest (found {})",
+                loaded.digest
+            ),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("loading it failed: {e}"),
+        };
+        tracing::error!(component = name, digest, reason = %why, "a recorded version does not load on this host; left out");
+        self.mark_unloadable(key);
+        Ok(None)
     }
 
     fn unloadable_contains(&self, key: &str) -> bool {

@@ -176,6 +176,9 @@ async fn a_host_cut_from_the_database_keeps_serving_and_converges_when_it_return
     until_all_serve(&[&b], "v2").await;
 }
 
+// The active version's stored bytes are corrupted: a host that starts
+// afterwards starts, and serves the newest recorded version that loads (v2),
+// not its manifest's (v1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
     let Some(fleet) = Fleet::new().await else {
@@ -183,6 +186,8 @@ async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
     };
     let a = greeter_host(&fleet, fleet.schema.url.clone()).await;
     deploy(&a.app, "greeter_v2.wasm").await;
+    let build = build_of("greeter_v2.wasm", 1);
+    deploy_bytes(&a.app, build).await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.schema.url)
         .await
         .expect("PostgreSQL reachable");
@@ -199,8 +204,14 @@ async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
     let later = greeter_host(&fleet, fleet.schema.url.clone()).await;
     assert_eq!(
         version(&later.app).await,
-        "v1",
-        "the manifest's version, since the active one does not load"
+        "v2",
+        "the newest recorded version that loads, not the manifest's v1"
+    );
+    let listed = listed(&later.app).await;
+    assert_eq!(
+        listed["current"]["digest"],
+        digest_of("greeter_v2.wasm").as_str(),
+        "{listed}"
     );
     assert_eq!(version(&a.app).await, "v2", "the others are unaffected");
 }
