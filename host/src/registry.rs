@@ -14,13 +14,16 @@ use crate::runtime::{LoadedComponent, Runtime};
 use crate::versions::{Upload, VersionStore};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Previous versions kept per component, for rollback.
 const HISTORY: usize = 5;
+/// How long a recorded version that did not load here is left alone
+/// before it is tried again.
+const UNLOADABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Swap messages a slow subscriber may fall behind by before it is told it
 /// lagged.
 const SWAPS_QUEUED: usize = 64;
@@ -117,8 +120,10 @@ pub struct Registry {
     /// The fleet's record of versions, and the runtime to load what it
     /// names; `None`: deployments are this host's alone.
     fleet: Option<(VersionStore, Arc<Runtime>)>,
-    /// Recorded digests that did not load here, not tried again.
-    unloadable: Mutex<HashSet<String>>,
+    /// Recorded versions (`name/digest`) that did not load here, and
+    /// when: not tried again before `UNLOADABLE_RETRY` (their bytes may be
+    /// stored again, repaired, by a new upload of the same build).
+    unloadable: Mutex<HashMap<String, std::time::Instant>>,
     /// One convergence at a time.
     converging: tokio::sync::Mutex<()>,
     /// Whether the last convergence failed.
@@ -670,7 +675,7 @@ impl Registry {
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("loading it failed: {e}"),
         };
-        tracing::error!(component = name, digest, reason = %why, "a recorded version does not load on this host; left out");
+        tracing::error!(component = name, digest, reason = %why, "a recorded version does not load on this host; left out, tried again in a minute");
         self.mark_unloadable(key);
         Ok(None)
     }
@@ -679,14 +684,24 @@ impl Registry {
         self.unloadable
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
+            .get(key)
+            .is_some_and(|at| at.elapsed() < UNLOADABLE_RETRY)
+    }
+
+    /// Tries every recorded version again at the next convergence: a
+    /// deploy was announced, which may have stored repaired bytes.
+    pub(crate) fn forget_unloadable(&self) {
+        self.unloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn mark_unloadable(&self, key: String) {
         self.unloadable
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+            .insert(key, std::time::Instant::now());
     }
 
     fn info(&self, name: &str, slot: &Slot) -> ComponentInfo {

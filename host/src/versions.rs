@@ -480,7 +480,12 @@ async fn listen_once(database_url: &str, registry: &Weak<Registry>) -> Result<()
             live.converge_within(CONVERGE_BOUND).await;
         }
         match tokio::time::timeout(LISTEN_TICK, listener.try_recv()).await {
-            Ok(Ok(Some(_))) => heard = true,
+            Ok(Ok(Some(_))) => {
+                heard = true;
+                if let Some(live) = registry.upgrade() {
+                    live.forget_unloadable();
+                }
+            }
             // The connection was lost: connect (and read) again.
             Ok(Ok(None)) => {
                 return Err(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));

@@ -178,7 +178,7 @@ async fn a_host_cut_from_the_database_keeps_serving_and_converges_when_it_return
 
 // The active version's stored bytes are corrupted: a host that starts
 // afterwards starts, and serves the newest recorded version that loads (v2),
-// not its manifest's (v1).
+// not its manifest's (v1); once the build is uploaded again, it serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
     let Some(fleet) = Fleet::new().await else {
@@ -207,13 +207,28 @@ async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
         "v2",
         "the newest recorded version that loads, not the manifest's v1"
     );
-    let listed = listed(&later.app).await;
+    let entry = listed(&later.app).await;
     assert_eq!(
-        listed["current"]["digest"],
+        entry["current"]["digest"],
         digest_of("greeter_v2.wasm").as_str(),
-        "{listed}"
+        "{entry}"
     );
     assert_eq!(version(&a.app).await, "v2", "the others are unaffected");
+
+    // The same build uploaded again stores its bytes again: the new host
+    // tries it again and serves it.
+    deploy_bytes(&a.app, build_of("greeter_v2.wasm", 1)).await;
+    let repaired = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(build_of("greeter_v2.wasm", 1))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    eventually("the new host serves the repaired build", || async {
+        listed(&later.app).await["current"]["digest"] == repaired.as_str()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
