@@ -207,58 +207,60 @@ impl AdminApi {
         let answer = self
             .call(Method::GET, "/admin/components", Vec::new())
             .await?;
-        let now = crate::now_ms();
-        let mut out = String::new();
-        if let Some(error) = answer["fleetError"].as_str() {
-            let _ = writeln!(out, "the fleet's record could not be read: {error}\n");
-        }
-        let Some(components) = answer["components"].as_array() else {
-            return Err(CliError::Unexpected {
-                url: self.url.clone(),
-                reason: "the answer lists no components".into(),
-            });
-        };
-        for c in components {
-            let name = c["name"].as_str().unwrap_or("?");
-            let fleet = &c["fleet"];
-            if fleet.is_null() {
-                let here = c["current"]["digest"].as_str().unwrap_or("?");
-                let _ = writeln!(
-                    out,
-                    "{name}  the host asked serves {here} (the fleet's record is unavailable)"
-                );
-                continue;
-            }
-            let active = fleet["active"]
-                .as_str()
-                .unwrap_or("(never deployed: each host serves its manifest's file)");
-            let _ = writeln!(out, "{name}  active {active}");
-            // Newest first; the first is the active one.
-            let versions = fleet["versions"].as_array().cloned().unwrap_or_default();
-            for (i, v) in versions.iter().rev().enumerate() {
-                let digest = v["digest"].as_str().unwrap_or("?");
-                let mark = if i == 0 { "*" } else { " " };
-                let _ = writeln!(
-                    out,
-                    "  {mark} {}  {:>9} bytes  {}  {}",
-                    short(digest),
-                    v["size"].as_i64().unwrap_or(0),
-                    ago(now, v["uploadedAt"].as_i64()),
-                    v["note"].as_str().unwrap_or("")
-                );
-            }
-            for h in fleet["hosts"].as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    out,
-                    "    host {}  serves {} since {}",
-                    h["host"].as_str().unwrap_or("?"),
-                    short(h["digest"].as_str().unwrap_or("?")),
-                    ago(now, h["since"].as_i64())
-                );
-            }
-        }
-        Ok(out)
+        render_list(&answer, crate::now_ms()).ok_or_else(|| CliError::Unexpected {
+            url: self.url.clone(),
+            reason: "the answer lists no components".into(),
+        })
     }
+}
+
+/// `GET /admin/components`'s answer for a person, at `now` (epoch ms);
+/// `None` if it lists no components.
+fn render_list(answer: &serde_json::Value, now: i64) -> Option<String> {
+    let mut out = String::new();
+    if let Some(error) = answer["fleetError"].as_str() {
+        let _ = writeln!(out, "the fleet's record could not be read: {error}\n");
+    }
+    for c in answer["components"].as_array()? {
+        let name = c["name"].as_str().unwrap_or("?");
+        let fleet = &c["fleet"];
+        if fleet.is_null() {
+            let here = c["current"]["digest"].as_str().unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "{name}  the host asked serves {here} (the fleet's record is unavailable)"
+            );
+            continue;
+        }
+        let active = fleet["active"]
+            .as_str()
+            .unwrap_or("(never deployed: each host serves its manifest's file)");
+        let _ = writeln!(out, "{name}  active {active}");
+        // Newest first; the first is the active one.
+        let versions = fleet["versions"].as_array().cloned().unwrap_or_default();
+        for (i, v) in versions.iter().rev().enumerate() {
+            let digest = v["digest"].as_str().unwrap_or("?");
+            let mark = if i == 0 { "*" } else { " " };
+            let _ = writeln!(
+                out,
+                "  {mark} {}  {:>9} bytes  {}  {}",
+                short(digest),
+                v["size"].as_i64().unwrap_or(0),
+                ago(now, v["uploadedAt"].as_i64()),
+                v["note"].as_str().unwrap_or("")
+            );
+        }
+        for h in fleet["hosts"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "    host {}  serves {} since {}",
+                h["host"].as_str().unwrap_or("?"),
+                short(h["digest"].as_str().unwrap_or("?")),
+                ago(now, h["since"].as_i64())
+            );
+        }
+    }
+    Some(out)
 }
 
 /// `value` as one path segment, refused if it would change the path.
@@ -302,5 +304,74 @@ fn ago(now: i64, at: Option<i64>) -> String {
         60..3600 => format!("{} min ago", s / 60),
         3600..86_400 => format!("{} h ago", s / 3600),
         _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_shows_the_active_version_first_and_each_host() {
+        let answer = serde_json::json!({ "components": [{
+            "name": "templates",
+            "current": { "digest": "b".repeat(64) },
+            "fleet": {
+                "active": "b".repeat(64),
+                "versions": [
+                    { "digest": "a".repeat(64), "size": 10, "uploadedAt": 0, "note": "old" },
+                    { "digest": "b".repeat(64), "size": 20, "uploadedAt": 3_540_000, "note": "new" },
+                ],
+                "hosts": [{ "host": "web-1", "digest": "b".repeat(64), "since": 3_595_000, "seenAt": 3_599_000 }],
+            },
+        }]});
+        let text = render_list(&answer, 3_600_000).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("templates  active {}", "b".repeat(64)));
+        assert_eq!(
+            lines[1],
+            format!("  * {}         20 bytes  1 min ago  new", "b".repeat(12))
+        );
+        assert_eq!(
+            lines[2],
+            format!("    {}         10 bytes  1 h ago  old", "a".repeat(12))
+        );
+        assert_eq!(
+            lines[3],
+            format!("    host web-1  serves {} since 5 s ago", "b".repeat(12))
+        );
+    }
+
+    #[test]
+    fn without_the_record_the_list_says_so_rather_than_never_deployed() {
+        let answer = serde_json::json!({
+            "components": [{ "name": "templates", "current": { "digest": "c".repeat(64) }, "fleet": null }],
+            "fleetError": "database unavailable: refused",
+        });
+        let text = render_list(&answer, 0).unwrap();
+        assert!(text.starts_with("the fleet's record could not be read: database unavailable"));
+        assert!(text.contains(&format!(
+            "templates  the host asked serves {}",
+            "c".repeat(64)
+        )));
+        assert!(!text.contains("never deployed"), "{text}");
+        assert!(render_list(&serde_json::json!({ "status": "ok" }), 0).is_none());
+    }
+
+    #[test]
+    fn names_that_would_change_the_path_are_refused() {
+        for bad in ["", "../admin", "a/b", "a?b", "a b", "é"] {
+            assert!(matches!(segment(bad), Err(CliError::Usage(_))), "{bad:?}");
+        }
+        assert_eq!(segment("greeter_v2-x").unwrap(), "greeter_v2-x");
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let api = AdminApi {
+            url: "http://127.0.0.1:8080".into(),
+            token: "s3cret".into(),
+        };
+        assert!(!format!("{api:?}").contains("s3cret"));
     }
 }
