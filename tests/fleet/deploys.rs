@@ -51,21 +51,41 @@ async fn greeter_host_reconciling(
     TestHost { app, _dir: dir }
 }
 
+/// Three greeter hosts of `fleet`.
+async fn three_hosts(fleet: &Fleet) -> [TestHost; 3] {
+    let url = || fleet.schema.url.clone();
+    [
+        greeter_host(fleet, url()).await,
+        greeter_host(fleet, url()).await,
+        greeter_host(fleet, url()).await,
+    ]
+}
+
 fn wasm(file: &str) -> Vec<u8> {
     std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// Deploys `file` as the greeter through `app`; asserts it was accepted.
 async fn deploy(app: &Router, file: &str) {
-    let (status, body) = try_deploy(app, file).await;
+    deploy_bytes(app, wasm(file)).await;
+}
+
+/// Deploys `bytes` as the greeter through `app`; asserts it was accepted.
+async fn deploy_bytes(app: &Router, bytes: Vec<u8>) {
+    let (status, body) = try_deploy_bytes(app, bytes).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Deploys `file` as the greeter through `app`: the status and body.
 async fn try_deploy(app: &Router, file: &str) -> (StatusCode, String) {
+    try_deploy_bytes(app, wasm(file)).await
+}
+
+/// Deploys `bytes` as the greeter through `app`: the status and body.
+async fn try_deploy_bytes(app: &Router, bytes: Vec<u8>) -> (StatusCode, String) {
     let request = Request::put("/admin/components/greeter?note=from%20the%20fleet%20tests")
         .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Body::from(wasm(file)))
+        .body(Body::from(bytes))
         .unwrap();
     let (response, body) = send(app, request).await;
     (
@@ -218,13 +238,7 @@ async fn a_corrupted_stored_version_does_not_stop_a_host_from_starting() {
     // The same build uploaded again stores its bytes again: the new host
     // tries it again and serves it.
     deploy_bytes(&a.app, build_of("greeter_v2.wasm", 1)).await;
-    let repaired = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(build_of("greeter_v2.wasm", 1))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let repaired = hex_sha256(&build_of("greeter_v2.wasm", 1));
     eventually("the new host serves the repaired build", || async {
         listed(&later.app).await["current"]["digest"] == repaired.as_str()
     })
@@ -236,11 +250,7 @@ async fn requests_across_the_fleet_never_fail_while_versions_change() {
     let Some(fleet) = Fleet::new().await else {
         return;
     };
-    let hosts = [
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-    ];
+    let hosts = three_hosts(&fleet).await;
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = hosts
         .iter()
@@ -309,21 +319,6 @@ fn build_of(file: &str, n: u8) -> Vec<u8> {
     bytes
 }
 
-/// Deploys `bytes` as the greeter through `app`; asserts it was accepted.
-async fn deploy_bytes(app: &Router, bytes: Vec<u8>) {
-    let request = Request::put("/admin/components/greeter")
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Body::from(bytes))
-        .unwrap();
-    let (response, body) = send(app, request).await;
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_bounded_and_bytes_no_version_names_are_collected() {
     let Some(fleet) = Fleet::new().await else {
@@ -368,11 +363,7 @@ async fn concurrent_changes_on_several_hosts_leave_one_consistent_history() {
     let Some(fleet) = Fleet::new().await else {
         return;
     };
-    let hosts = [
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-    ];
+    let hosts = three_hosts(&fleet).await;
     deploy(&hosts[0].app, "greeter_v2.wasm").await;
     for _ in 0..8 {
         let (a, b, c) = tokio::join!(
@@ -413,8 +404,13 @@ async fn concurrent_changes_on_several_hosts_leave_one_consistent_history() {
 
 /// The hex SHA-256 of a built component.
 fn digest_of(file: &str) -> String {
+    hex_sha256(&wasm(file))
+}
+
+/// The hex SHA-256 of `bytes`: a version's digest.
+fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(wasm(file))
+    sha2::Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -436,11 +432,7 @@ async fn the_fleet_view_shows_what_each_host_serves_and_any_kept_version_can_be_
     let Some(fleet) = Fleet::new().await else {
         return;
     };
-    let hosts = [
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-        greeter_host(&fleet, fleet.schema.url.clone()).await,
-    ];
+    let hosts = three_hosts(&fleet).await;
     deploy(&hosts[0].app, "greeter_v2.wasm").await;
     let (v1, v2) = (digest_of("greeter_v1.wasm"), digest_of("greeter_v2.wasm"));
     eventually("every host reports v2", || async {
