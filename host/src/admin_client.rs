@@ -1,5 +1,5 @@
 //! The deploy CLI's side of the admin API (`marketplace-host deploy`,
-//! `list`, `rollback`, `activate`): one HTTP request each to any host of
+//! `list`, `rollback`, `activate`, `promote`, `abort`): one HTTP request each to any host of
 //! the fleet, its answer written out for a person to read. Errors are the
 //! API's own message (`error.message`), or why the API could not be
 //! reached.
@@ -150,28 +150,75 @@ impl AdminApi {
         }
     }
 
-    /// Uploads `bytes` as `component`, with `note`.
+    /// Uploads `bytes` as `component`, with `note`: the active version, or
+    /// with `canary`, the canary served to that percentage of requests.
     pub async fn deploy(
         &self,
         component: &str,
         bytes: Vec<u8>,
         note: &str,
+        canary: Option<u8>,
     ) -> Result<String, CliError> {
         let size = bytes.len();
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("note", note)
-            .finish();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("note", note);
+        if let Some(share) = canary {
+            if !(1..=99).contains(&share) {
+                return Err(CliError::Usage(format!(
+                    "--canary {share}: the canary's share is a percentage from 1 to 99"
+                )));
+            }
+            query.append_pair("canary", &share.to_string());
+        }
         let info = self
             .call(
                 Method::PUT,
-                &format!("/admin/components/{}?{query}", segment(component)?),
+                &format!(
+                    "/admin/components/{}?{}",
+                    segment(component)?,
+                    query.finish()
+                ),
                 bytes,
             )
             .await?;
+        if canary.is_some() {
+            let digest = info["canary"]["digest"]
+                .as_str()
+                .ok_or_else(|| CliError::Unexpected {
+                    url: self.url.clone(),
+                    reason: "the answer names no canary".into(),
+                })?;
+            return Ok(format!(
+                "canary of {component}: {digest} ({size} bytes) serves {}% of requests beside {}, fleet-wide; `promote {component}` makes it active, `abort {component}` ends it (a host ends it by itself if it fails clearly more than the active version)\n",
+                info["canary"]["share"],
+                info["active"].as_str().unwrap_or("the active version")
+            ));
+        }
         let active = self.active(&info)?;
         Ok(format!(
             "deployed {component}: {active} ({size} bytes); every host of the fleet serves it within about a second\n{}",
             Self::lagging(&info, active)
+        ))
+    }
+
+    /// Makes the canary of `component` its active version.
+    pub async fn promote(&self, component: &str) -> Result<String, CliError> {
+        let path = format!("/admin/components/{}/promote", segment(component)?);
+        let info = self.call(Method::POST, &path, Vec::new()).await?;
+        let active = self.active(&info)?;
+        Ok(format!(
+            "promoted {component}: {active} serves every request, fleet-wide\n{}",
+            Self::lagging(&info, active)
+        ))
+    }
+
+    /// Ends the canary of `component`.
+    pub async fn abort(&self, component: &str) -> Result<String, CliError> {
+        let path = format!("/admin/components/{}/abort", segment(component)?);
+        let info = self.call(Method::POST, &path, Vec::new()).await?;
+        let here = info["current"]["digest"].as_str().unwrap_or("?");
+        Ok(format!(
+            "aborted the canary of {component}: every request goes to {here} again, fleet-wide\n"
         ))
     }
 
@@ -236,6 +283,27 @@ fn render_list(answer: &serde_json::Value, now: i64) -> Option<String> {
             .as_str()
             .unwrap_or("(never deployed: each host serves its manifest's file)");
         let _ = writeln!(out, "{name}  active {active}");
+        let canary = &fleet["canary"];
+        match (canary["digest"].as_str(), canary["state"].as_str()) {
+            (Some(digest), Some("running")) => {
+                let _ = writeln!(
+                    out,
+                    "  canary {digest} on {}% of requests, since {}",
+                    canary["share"],
+                    ago(now, canary["startedAt"].as_i64())
+                );
+            }
+            (Some(digest), Some(state)) => {
+                let _ = writeln!(
+                    out,
+                    "  last canary {} {state} {}: {}",
+                    short(digest),
+                    ago(now, canary["endedAt"].as_i64()),
+                    canary["reason"].as_str().unwrap_or("")
+                );
+            }
+            _ => {}
+        }
         // Newest first; the first is the active one.
         let versions = fleet["versions"].as_array().cloned().unwrap_or_default();
         for (i, v) in versions.iter().rev().enumerate() {
@@ -251,9 +319,13 @@ fn render_list(answer: &serde_json::Value, now: i64) -> Option<String> {
             );
         }
         for h in fleet["hosts"].as_array().into_iter().flatten() {
+            let canary = match h["canary"].as_str() {
+                Some(digest) => format!(", canary {}", short(digest)),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "    host {}  serves {} since {}",
+                "    host {}  serves {} since {}{canary}",
                 h["host"].as_str().unwrap_or("?"),
                 short(h["digest"].as_str().unwrap_or("?")),
                 ago(now, h["since"].as_i64())
@@ -339,6 +411,53 @@ mod tests {
         assert_eq!(
             lines[3],
             format!("    host web-1  serves {} since 5 s ago", "b".repeat(12))
+        );
+    }
+
+    #[test]
+    fn the_list_shows_a_running_canary_and_how_the_last_one_ended() {
+        let entry = |canary: serde_json::Value| {
+            serde_json::json!({ "components": [{
+                "name": "greeter",
+                "current": { "digest": "a".repeat(64) },
+                "fleet": {
+                    "active": "a".repeat(64),
+                    "canary": canary,
+                    "versions": [],
+                    "hosts": [{ "host": "web-2", "digest": "a".repeat(64), "since": 0, "canary": "c".repeat(64) }],
+                },
+            }]})
+        };
+        let running = serde_json::json!({
+            "digest": "c".repeat(64), "share": 20, "startedAt": 0, "state": "running", "reason": "", "endedAt": null,
+        });
+        let text = render_list(&entry(running), 120_000).unwrap();
+        assert!(
+            text.contains(&format!(
+                "  canary {} on 20% of requests, since 2 min ago",
+                "c".repeat(64)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "host web-2  serves {} since 2 min ago, canary {}",
+                "a".repeat(12),
+                "c".repeat(12)
+            )),
+            "{text}"
+        );
+        let aborted = serde_json::json!({
+            "digest": "c".repeat(64), "share": 20, "startedAt": 0, "state": "aborted",
+            "reason": "aborted by an operator", "endedAt": 60_000,
+        });
+        let text = render_list(&entry(aborted), 120_000).unwrap();
+        assert!(
+            text.contains(&format!(
+                "  last canary {} aborted 1 min ago: aborted by an operator",
+                "c".repeat(12)
+            )),
+            "{text}"
         );
     }
 

@@ -33,6 +33,11 @@ enum Command {
     Rollback(NameArgs),
     /// Make a kept version serve again, fleet-wide.
     Activate(ActivateArgs),
+    /// Make the canary the active version, fleet-wide.
+    Promote(NameArgs),
+    /// End the canary: its share of requests returns to the active
+    /// version, fleet-wide.
+    Abort(NameArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +60,10 @@ struct DeployArgs {
     /// A note kept with the version.
     #[arg(long, default_value = "")]
     note: String,
+    /// Deploy it as a canary, served to this percentage of requests
+    /// (1 to 99) beside the active version, until `promote` or `abort`.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+    canary: Option<u8>,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -248,13 +257,21 @@ async fn main() -> anyhow::Result<()> {
                 let bytes = std::fs::read(&args.file)
                     .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
                 let api = admin(args.admin);
-                Ok(api.deploy(&args.component, bytes, &args.note).await?)
+                Ok(api
+                    .deploy(&args.component, bytes, &args.note, args.canary)
+                    .await?)
             })
             .await
         }
         Command::List(args) => cli(async { Ok(admin(args).list().await?) }).await,
         Command::Rollback(args) => {
             cli(async { Ok(admin(args.admin).rollback(&args.component).await?) }).await
+        }
+        Command::Promote(args) => {
+            cli(async { Ok(admin(args.admin).promote(&args.component).await?) }).await
+        }
+        Command::Abort(args) => {
+            cli(async { Ok(admin(args.admin).abort(&args.component).await?) }).await
         }
         Command::Activate(args) => {
             cli(async {

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Previous versions kept per component, for rollback.
@@ -27,6 +27,149 @@ const UNLOADABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(60)
 /// Swap messages a slow subscriber may fall behind by before it is told it
 /// lagged.
 const SWAPS_QUEUED: usize = 64;
+
+/// Requests a canary must have served on a host before that host judges
+/// it (see `Canary::failing`).
+pub const CANARY_MIN_REQUESTS: u64 = 50;
+/// How many percentage points a canary's 5xx rate must exceed the stable
+/// version's by, besides being at least twice it, to be aborted.
+const CANARY_MARGIN_POINTS: u64 = 5;
+
+/// A version served to a share of a component's requests beside the
+/// serving one, and what each of the two answered on this host since it
+/// started.
+pub struct Canary {
+    pub version: Arc<LoadedComponent>,
+    /// Percent of requests, 1 to 99.
+    pub share: u8,
+    requests: AtomicU64,
+    failed: AtomicU64,
+    stable_requests: AtomicU64,
+    stable_failed: AtomicU64,
+    /// Set once, when this host judged it failing.
+    tripped: std::sync::atomic::AtomicBool,
+}
+
+impl Canary {
+    fn new(version: Arc<LoadedComponent>, share: u8) -> Self {
+        Self {
+            version,
+            share,
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stable_requests: AtomicU64::new(0),
+            stable_failed: AtomicU64::new(0),
+            tripped: false.into(),
+        }
+    }
+
+    /// Whether a request of `client` (its bearer token or client id, if
+    /// it has one) goes to the canary: the same answer for the same
+    /// client on every host (a hash of the canary's digest and the key),
+    /// a random one per request without a key.
+    fn takes(&self, client: Option<&[u8]>) -> bool {
+        use sha2::Digest as _;
+        use std::hash::BuildHasher as _;
+        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        static DRAWS: AtomicU64 = AtomicU64::new(0);
+        let roll = match client {
+            Some(key) => {
+                let hash = sha2::Sha256::new()
+                    .chain_update(self.version.digest.as_bytes())
+                    .chain_update(key)
+                    .finalize();
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&hash[..8]);
+                u64::from_le_bytes(first)
+            }
+            None => SEED
+                .get_or_init(Default::default)
+                .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed)),
+        };
+        roll % 100 < u64::from(self.share)
+    }
+
+    /// Counts a request's status, to the canary or to the stable version.
+    fn count(&self, to_canary: bool, status: u16) {
+        let (requests, failed) = if to_canary {
+            (&self.requests, &self.failed)
+        } else {
+            (&self.stable_requests, &self.stable_failed)
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Its counts, if they show it failing (`CanaryCounts::clearly_worse`).
+    fn failing(&self) -> Option<CanaryCounts> {
+        let counts = self.counts();
+        counts.clearly_worse().then_some(counts)
+    }
+
+    fn counts(&self) -> CanaryCounts {
+        CanaryCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            stable_requests: self.stable_requests.load(Ordering::Relaxed),
+            stable_failed: self.stable_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a canary and the stable version answered on this host since the
+/// canary started: requests, and those that failed with a 5xx.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryCounts {
+    pub requests: u64,
+    pub failed: u64,
+    pub stable_requests: u64,
+    pub stable_failed: u64,
+}
+
+impl CanaryCounts {
+    /// The automatic abort's rule: after at least `CANARY_MIN_REQUESTS`
+    /// canary requests on this host, the canary's 5xx rate is at least
+    /// twice the stable version's over the same time and exceeds it by at
+    /// least `CANARY_MARGIN_POINTS` percentage points.
+    pub fn clearly_worse(&self) -> bool {
+        let (n, f) = (u128::from(self.requests), u128::from(self.failed));
+        // A stable version with no requests yet counts as failing none.
+        let (m, g) = (
+            u128::from(self.stable_requests.max(1)),
+            u128::from(self.stable_failed),
+        );
+        if n < u128::from(CANARY_MIN_REQUESTS) || f == 0 {
+            return false;
+        }
+        // In integers: f/n >= 2 g/m, and 100 f/n >= 100 g/m + margin.
+        let twice = f * m >= 2 * g * n;
+        let margin = 100 * f * m >= (100 * g + u128::from(CANARY_MARGIN_POINTS) * m) * n;
+        twice && margin
+    }
+}
+
+/// A component's canary on this host, as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryInfo {
+    pub digest: String,
+    pub share: u8,
+    /// Since it started, on this host.
+    pub counts: CanaryCounts,
+}
+
+/// The version a request goes to, and the canary it was weighed against.
+pub struct Routed {
+    pub component: Arc<LoadedComponent>,
+    /// The component's name.
+    name: String,
+    /// The canary running when it was routed, and whether it took it.
+    canary: Option<(Arc<Canary>, bool)>,
+}
 
 /// One component: the version serving and the ones before it.
 struct Slot {
@@ -45,6 +188,12 @@ struct Slot {
     locally_deployed: bool,
     /// When the serving version started serving here (epoch ms).
     since: std::sync::atomic::AtomicI64,
+    /// The canary, if one runs.
+    canary: arc_swap::ArcSwapOption<Canary>,
+    /// A canary this host judged failing whose abort is not recorded yet
+    /// (the database down): its digest and why; it is not served here
+    /// again, and its abort is recorded at the next convergence.
+    refused: Mutex<Option<(String, String)>>,
 }
 
 /// Why a registry change was refused.
@@ -60,6 +209,12 @@ pub enum RegistryError {
     Persist(String, std::io::Error),
     #[error("could not record the change of {0:?} in the database: {1}")]
     Record(String, crate::db::DbError),
+    #[error("component {0:?} has no canary running")]
+    NoCanary(String),
+    #[error("that version of {0:?} is its active version already; a canary must be another")]
+    CanaryIsActive(String),
+    #[error("canaries need the fleet's record in the database")]
+    NoFleet,
 }
 
 /// A component's state, as listed by the admin API.
@@ -76,6 +231,9 @@ pub struct ComponentInfo {
     /// at its next convergence if it could not at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active: Option<String>,
+    /// The canary this host serves beside `current`, if one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryInfo>,
 }
 
 /// One version of a component.
@@ -219,6 +377,8 @@ impl Registry {
                     previous: Mutex::new(versions),
                     locally_deployed: was_deployed,
                     since: crate::now_ms().into(),
+                    canary: arc_swap::ArcSwapOption::empty(),
+                    refused: Mutex::new(None),
                 },
             );
         }
@@ -253,6 +413,93 @@ impl Registry {
         self.slots.get(name).map(|s| s.current.load_full())
     }
 
+    /// The version the request of `client` (its bearer token or client
+    /// id, if it has one) for `path` goes to: the serving one, or the
+    /// canary for its share of requests. Its status goes back to
+    /// `observe`.
+    pub fn route(&self, path: &str, client: Option<&[u8]>) -> Option<Routed> {
+        let name = self.routes.resolve(path)?;
+        let slot = self.slots.get(name)?;
+        let canary = slot.canary.load_full();
+        let current = slot.current.load_full();
+        Some(match canary {
+            None => Routed {
+                component: current,
+                name: name.to_string(),
+                canary: None,
+            },
+            Some(canary) => {
+                let takes = canary.takes(client);
+                Routed {
+                    component: if takes {
+                        canary.version.clone()
+                    } else {
+                        current
+                    },
+                    name: name.to_string(),
+                    canary: Some((canary, takes)),
+                }
+            }
+        })
+    }
+
+    /// Counts the answer to a request `route`d while a canary ran; a
+    /// canary that the counts show failing (`Canary::failing`) stops
+    /// being served here at once, and its abort is recorded fleet-wide.
+    pub fn observe(self: &Arc<Self>, routed: &Routed, status: u16) {
+        let Some((canary, to_canary)) = &routed.canary else {
+            return;
+        };
+        canary.count(*to_canary, status);
+        if !*to_canary {
+            return;
+        }
+        let Some(counts) = canary.failing() else {
+            return;
+        };
+        if canary.tripped.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let name = routed.name.as_str();
+        let Ok(slot) = self.slot(name) else {
+            return;
+        };
+        let digest = canary.version.digest.clone();
+        let reason = format!(
+            "aborted automatically: {} of its {} requests failed (5xx) against {} of the stable version's {}",
+            counts.failed, counts.requests, counts.stable_failed, counts.stable_requests
+        );
+        tracing::warn!(component = name, %digest, %reason, "canary failing; its share returns to the stable version");
+        // Off here at once, whatever the database does.
+        slot.canary
+            .compare_and_swap(&Some(canary.clone()), None::<Arc<Canary>>);
+        *Self::refusing(slot) = Some((digest.clone(), reason.clone()));
+        let registry = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let _one = registry.converging.lock().await;
+            registry.record_abort(&name, &digest, &reason).await;
+        });
+    }
+
+    fn refusing(slot: &Slot) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+        slot.refused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the abort of the canary `digest` of `name` for `reason`
+    /// (a failure is logged, and tried again at the next convergence).
+    async fn record_abort(&self, name: &str, digest: &str, reason: &str) {
+        let Some((fleet, _)) = &self.fleet else {
+            return;
+        };
+        match fleet.abort(name, Some(digest), reason).await {
+            Ok(_) => tracing::info!(component = name, digest, "canary abort recorded"),
+            Err(e) => {
+                tracing::warn!(component = name, digest, error = %e, "canary abort not recorded; not served here, recorded at the next convergence")
+            }
+        }
+    }
+
     /// The digest of the version of `name` serving now.
     pub fn current_digest(&self, name: &str) -> Option<String> {
         self.slots
@@ -273,6 +520,7 @@ impl Registry {
                 let state = serde_json::json!({
                     "digest": slot.current.load().digest,
                     "since": slot.since.load(Ordering::Relaxed),
+                    "canary": slot.canary.load().as_ref().map(|c| c.version.digest.clone()),
                 });
                 (name.clone(), state)
             })
@@ -291,6 +539,8 @@ impl Registry {
         if !fleet.activate(name, digest).await.map_err(record)? {
             return Err(RegistryError::UnknownVersion(name.into(), digest.into()));
         }
+        // The activation ended any canary.
+        slot.canary.store(None);
         if let Err(e) = self.converge_one(name, digest).await {
             tracing::warn!(component = name, error = %e, "activated in the database; this host follows at its next convergence");
         }
@@ -383,6 +633,8 @@ impl Registry {
             )
             .await
             .map_err(|e| RegistryError::Record(name.to_string(), e))?;
+        // The deploy ended any canary.
+        slot.canary.store(None);
         // The same bytes again: nothing to swap, but still a deploy (its
         // subscribers, such as warming, run).
         if !self.swap_to(name, slot, Arc::new(version)) {
@@ -430,6 +682,8 @@ impl Registry {
         let Some(digest) = fleet.rollback(name).await.map_err(record)? else {
             return Err(RegistryError::NoPreviousVersion(name.to_string()));
         };
+        // The rollback ended any canary.
+        slot.canary.store(None);
         // Recorded: the fleet rolls back whatever happens here; a swap
         // that fails now is done by the next convergence.
         if let Err(e) = self.converge_one(name, &digest).await {
@@ -455,6 +709,139 @@ impl Registry {
         tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");
         let _ = self.swaps.send(name.to_string());
         Ok(self.info(name, slot))
+    }
+
+    /// Makes `version` (validated) the canary of `name`, fleet-wide:
+    /// served to `share` percent of requests (1 to 99) beside the serving
+    /// version, replacing a running canary. Recorded first, as `deploy`.
+    pub async fn deploy_canary(
+        &self,
+        name: &str,
+        mut version: LoadedComponent,
+        note: &str,
+        share: u8,
+    ) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        version.cache_namespace = slot.cache_namespace.clone();
+        version.stale_grace = slot.stale_grace;
+        let Some((fleet, _)) = &self.fleet else {
+            return Err(RegistryError::NoFleet);
+        };
+        let _one = self.converging.lock().await;
+        let serving = slot.current.load_full();
+        let started = fleet
+            .canary(
+                name,
+                Upload {
+                    digest: &serving.digest,
+                    bytes: &serving.bytes,
+                    note: "serving before the first deploy",
+                },
+                Upload {
+                    digest: &version.digest,
+                    bytes: &version.bytes,
+                    note,
+                },
+                share,
+            )
+            .await
+            .map_err(|e| RegistryError::Record(name.to_string(), e))?;
+        if !started {
+            return Err(RegistryError::CanaryIsActive(name.to_string()));
+        }
+        tracing::info!(component = name, digest = %version.digest, share, "canary started");
+        *Self::refusing(slot) = None;
+        slot.canary
+            .store(Some(Arc::new(Canary::new(Arc::new(version), share))));
+        Ok(ComponentInfo {
+            active: Some(serving.digest.clone()),
+            ..self.info(name, slot)
+        })
+    }
+
+    /// Makes the running canary of `name` its serving version, fleet-wide.
+    pub async fn promote(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let Some((fleet, _)) = &self.fleet else {
+            return Err(RegistryError::NoCanary(name.to_string()));
+        };
+        let _one = self.converging.lock().await;
+        let Some(digest) = fleet
+            .promote(name)
+            .await
+            .map_err(|e| RegistryError::Record(name.to_string(), e))?
+        else {
+            return Err(RegistryError::NoCanary(name.to_string()));
+        };
+        // The canary's version serves all requests, then the canary goes.
+        if let Err(e) = self.converge_one(name, &digest).await {
+            tracing::warn!(component = name, error = %e, "promoted in the database; this host follows at its next convergence");
+        }
+        if slot.current.load().digest == digest {
+            slot.canary.store(None);
+        }
+        Ok(ComponentInfo {
+            active: Some(digest),
+            ..self.info(name, slot)
+        })
+    }
+
+    /// Ends the running canary of `name`, fleet-wide: its share returns
+    /// to the serving version.
+    pub async fn abort(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
+        let slot = self.slot(name)?;
+        let Some((fleet, _)) = &self.fleet else {
+            return Err(RegistryError::NoCanary(name.to_string()));
+        };
+        let _one = self.converging.lock().await;
+        if fleet
+            .abort(name, None, "aborted by an operator")
+            .await
+            .map_err(|e| RegistryError::Record(name.to_string(), e))?
+            .is_none()
+        {
+            return Err(RegistryError::NoCanary(name.to_string()));
+        }
+        tracing::info!(component = name, "canary aborted");
+        slot.canary.store(None);
+        Ok(self.info(name, slot))
+    }
+
+    /// Makes the canary of `name` here what the record says: `running`
+    /// (digest and share) or none. A canary this host refused (judged
+    /// failing) is not served again; its abort is recorded now if it was
+    /// not.
+    async fn converge_canary(
+        &self,
+        name: &str,
+        slot: &Slot,
+        running: Option<&(String, u8)>,
+    ) -> Result<(), crate::db::DbError> {
+        let Some((digest, share)) = running else {
+            *Self::refusing(slot) = None;
+            if slot.canary.swap(None).is_some() {
+                tracing::info!(component = name, "canary ended");
+            }
+            return Ok(());
+        };
+        let refused = Self::refusing(slot).clone();
+        if let Some((_, reason)) = refused.filter(|(d, _)| d == digest) {
+            slot.canary.store(None);
+            self.record_abort(name, digest, &reason).await;
+            return Ok(());
+        }
+        if let Some(serving) = slot.canary.load().as_ref()
+            && serving.version.digest == *digest
+            && serving.share == *share
+        {
+            return Ok(());
+        }
+        if let Some(version) = self.obtain(name, slot, digest).await? {
+            tracing::info!(component = name, %digest, share, "canary serving");
+            slot.canary
+                .store(Some(Arc::new(Canary::new(version, *share))));
+        }
+        Ok(())
     }
 
     /// Makes `version` serve `name` here, after the fleet's record changed:
@@ -552,10 +939,14 @@ impl Registry {
                 }
             }
         }
+        let canaries = fleet.canaries().await?;
         for (name, digest) in active {
             if self.slots.contains_key(&name) {
                 self.converge_one(&name, &digest).await?;
             }
+        }
+        for (name, slot) in &self.slots {
+            self.converge_canary(name, slot, canaries.get(name)).await?;
         }
         Ok(())
     }
@@ -641,8 +1032,10 @@ impl Registry {
         let kept = Self::lock(slot)
             .iter()
             .rev()
-            .find(|v| v.digest == digest)
-            .cloned();
+            .cloned()
+            .chain(std::iter::once(slot.current.load_full()))
+            .chain(slot.canary.load_full().map(|c| c.version.clone()))
+            .find(|v| v.digest == digest);
         if kept.is_some() {
             return Ok(kept);
         }
@@ -707,6 +1100,11 @@ impl Registry {
     fn info(&self, name: &str, slot: &Slot) -> ComponentInfo {
         ComponentInfo {
             active: None,
+            canary: slot.canary.load_full().map(|c| CanaryInfo {
+                digest: c.version.digest.clone(),
+                share: c.share,
+                counts: c.counts(),
+            }),
             name: name.to_string(),
             routes: slot.routes.clone(),
             current: VersionInfo::from(slot.current.load().as_ref()),
@@ -742,4 +1140,46 @@ pub fn spawn_reconcile(registry: &Arc<Registry>, every: std::time::Duration) {
                 .await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(
+        requests: u64,
+        failed: u64,
+        stable_requests: u64,
+        stable_failed: u64,
+    ) -> CanaryCounts {
+        CanaryCounts {
+            requests,
+            failed,
+            stable_requests,
+            stable_failed,
+        }
+    }
+
+    #[test]
+    fn a_canary_is_judged_only_after_enough_requests() {
+        assert!(!counts(CANARY_MIN_REQUESTS - 1, CANARY_MIN_REQUESTS - 1, 100, 0).clearly_worse());
+        assert!(counts(CANARY_MIN_REQUESTS, CANARY_MIN_REQUESTS, 100, 0).clearly_worse());
+        assert!(counts(CANARY_MIN_REQUESTS, CANARY_MIN_REQUESTS, 0, 0).clearly_worse());
+    }
+
+    #[test]
+    fn a_canary_must_fail_twice_as_often_and_five_points_more() {
+        // 10% against 4%: more than twice, 6 points more.
+        assert!(counts(100, 10, 1000, 40).clearly_worse());
+        // 10% against 6%: 4 points more, not twice.
+        assert!(!counts(100, 10, 1000, 60).clearly_worse());
+        // 4% against 0%: twice, but 4 points only.
+        assert!(!counts(100, 4, 1000, 0).clearly_worse());
+        // 5% against 0%: exactly the margin.
+        assert!(counts(100, 5, 1000, 0).clearly_worse());
+        // 60% against 40%: 20 points more, not twice.
+        assert!(!counts(100, 60, 1000, 400).clearly_worse());
+        // None failing is never worse.
+        assert!(!counts(1000, 0, 1000, 0).clearly_worse());
+    }
 }

@@ -56,6 +56,27 @@ pub struct FleetHost {
     pub serving: serde_json::Value,
 }
 
+/// A component's canary, as recorded: running, or how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryRecord {
+    pub digest: String,
+    /// Percent of requests it is (or was) served.
+    pub share: i64,
+    pub started_at: i64,
+    /// `running`, `promoted`, `aborted` or `superseded`.
+    pub state: String,
+    /// Why it ended; empty while it runs.
+    pub reason: String,
+    pub ended_at: Option<i64>,
+}
+
+impl CanaryRecord {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
 /// A version to record: what a host validated.
 pub struct Upload<'a> {
     pub digest: &'a str,
@@ -113,8 +134,42 @@ const TRIM: &str = "DELETE FROM component_history WHERE component = $1 AND seq N
 const POP: &str = "DELETE FROM component_history WHERE component = $1 \
      AND seq = (SELECT MAX(seq) FROM component_history WHERE component = $2) \
      AND (SELECT COUNT(*) FROM component_history WHERE component = $3) > 1 RETURNING digest";
+/// Bytes neither a history row nor a running canary names.
 const COLLECT: &str = "DELETE FROM component_versions WHERE component = $1 \
-     AND digest NOT IN (SELECT digest FROM component_history WHERE component = $2)";
+     AND digest NOT IN (SELECT digest FROM component_history WHERE component = $2) \
+     AND digest NOT IN (SELECT digest FROM component_canary WHERE component = $3 AND state = 'running')";
+/// A running canary, replacing whatever canary row there was, unless its
+/// version is the active one (`RETURNING` says).
+const START_CANARY: &str = "INSERT INTO component_canary (component, digest, share, started_at, state, reason, ended_at) \
+     SELECT $1, $2, $3, $4, 'running', '', NULL \
+     WHERE COALESCE((SELECT digest FROM component_history WHERE component = $5 ORDER BY seq DESC LIMIT 1), '') <> $6 \
+     ON CONFLICT (component) DO UPDATE SET digest = excluded.digest, share = excluded.share, \
+     started_at = excluded.started_at, state = 'running', reason = '', ended_at = NULL \
+     RETURNING digest";
+/// Ends the running canary (of that digest, if one is given), if the
+/// guard that follows holds.
+const END_CANARY: &str = "UPDATE component_canary SET state = $1, reason = $2, ended_at = $3 \
+     WHERE component = $4 AND state = 'running' AND ($5 = '' OR digest = $6)";
+/// `END_CANARY`'s guard: none.
+const ALWAYS: &str = "";
+/// `END_CANARY`'s guard: the active version is now `$8`.
+const IF_ACTIVE: &str = " AND COALESCE((SELECT digest FROM component_history \
+     WHERE component = $7 ORDER BY seq DESC LIMIT 1), '') = $8";
+/// `END_CANARY`'s guard: the history holds a version to roll back to
+/// (`POP`'s own condition).
+const IF_POPPABLE: &str = " AND (SELECT COUNT(*) FROM component_history WHERE component = $7) > 1";
+/// `UNLIST`, if `digest` is the running canary.
+const UNLIST_CANARY: &str = "DELETE FROM component_history WHERE component = $1 AND digest = $2 \
+     AND EXISTS (SELECT 1 FROM component_canary WHERE component = $3 AND digest = $4 AND state = 'running')";
+/// `PUSH`, if `digest` is the running canary.
+const PUSH_CANARY: &str = "INSERT INTO component_history (component, seq, digest) \
+     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM component_history WHERE component = $3 \
+     HAVING EXISTS (SELECT 1 FROM component_canary WHERE component = $4 AND digest = $5 AND state = 'running') \
+     RETURNING digest";
+const RUNNING_CANARIES: &str =
+    "SELECT component, digest, share FROM component_canary WHERE state = 'running'";
+const CANARY: &str = "SELECT digest, share, started_at, state, reason, ended_at \
+     FROM component_canary WHERE component = $1";
 const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving";
 const FORGET: &str = "DELETE FROM fleet_hosts WHERE seen_at < $1";
@@ -243,10 +298,36 @@ impl VersionStore {
         ]
     }
 
+    /// The statement that ends the running canary of `component` (only
+    /// if it is `digest`, when one is given) as `state`, for `reason`, if
+    /// `guard` (`ALWAYS`, `IF_ACTIVE` or `IF_POPPABLE`, with its
+    /// parameters) holds; it returns the digest it ended.
+    fn end_canary(
+        component: &str,
+        digest: Option<&str>,
+        (state, reason): (&str, &str),
+        (guard, guard_params): (&str, Vec<Value>),
+    ) -> Statement {
+        let digest = digest.unwrap_or_default();
+        let mut params = vec![
+            text(state),
+            text(reason),
+            Value::Int(crate::now_ms()),
+            text(component),
+            text(digest),
+            text(digest),
+        ];
+        params.extend(guard_params);
+        Statement {
+            sql: format!("{END_CANARY}{guard} RETURNING digest"),
+            params,
+        }
+    }
+
     fn collect_and_notify(&self, component: &str, statements: &mut Vec<Statement>) {
         statements.push(Statement {
             sql: COLLECT.into(),
-            params: vec![text(component), text(component)],
+            params: vec![text(component), text(component), text(component)],
         });
         if self.postgres {
             statements.push(Statement {
@@ -254,6 +335,31 @@ impl VersionStore {
                 params: vec![text(component)],
             });
         }
+    }
+
+    /// For a component never deployed before, the statements that record
+    /// `serving` (what its hosts serve, the manifest's file) as its first
+    /// version, so that a rollback returns to it.
+    async fn seed(
+        &self,
+        component: &str,
+        serving: &Upload<'_>,
+        statements: &mut Vec<Statement>,
+    ) -> Result<(), DbError> {
+        // Once a history exists it is never empty again, so the seed is
+        // needed only while there is none (and checked again in the
+        // transaction, under the lock).
+        if !self.has_history(component).await? {
+            let mut seed = Self::add_version(component, serving);
+            seed.sql = SEED_VERSION.into();
+            seed.params.push(text(component));
+            statements.push(seed);
+            statements.push(Statement {
+                sql: SEED.into(),
+                params: vec![text(component), text(serving.digest), text(component)],
+            });
+        }
+        Ok(())
     }
 
     /// Records `version` as the active version of `component`. A component
@@ -266,33 +372,192 @@ impl VersionStore {
         version: Upload<'_>,
     ) -> Result<(), DbError> {
         let mut statements = self.begin(component);
-        // Once a history exists it is never empty again, so the seed is
-        // needed only while there is none (and checked again in the
-        // transaction, under the lock).
-        if !self.has_history(component).await? {
-            let mut seed = Self::add_version(component, &serving);
-            seed.sql = SEED_VERSION.into();
-            seed.params.push(text(component));
-            statements.push(seed);
-            statements.push(Statement {
-                sql: SEED.into(),
-                params: vec![text(component), text(serving.digest), text(component)],
-            });
-        }
+        self.seed(component, &serving, &mut statements).await?;
         statements.push(Self::add_version(component, &version));
         statements.extend(Self::push(component, version.digest));
         statements.push(Statement {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
         });
+        statements.push(Self::end_canary(
+            component,
+            None,
+            ("superseded", "a deploy changed the active version"),
+            (ALWAYS, Vec::new()),
+        ));
         self.collect_and_notify(component, &mut statements);
         self.db.transaction(&statements).await.map(drop)
+    }
+
+    /// Records `version` as the canary of `component`, served to `share`
+    /// percent of requests beside the active version (replacing a running
+    /// canary); `false` if it is the active version (nothing changed). A
+    /// component never deployed before first records `serving`, as
+    /// `deploy` does.
+    pub async fn canary(
+        &self,
+        component: &str,
+        serving: Upload<'_>,
+        version: Upload<'_>,
+        share: u8,
+    ) -> Result<bool, DbError> {
+        let mut statements = self.begin(component);
+        self.seed(component, &serving, &mut statements).await?;
+        statements.push(Self::add_version(component, &version));
+        let started = statements.len();
+        statements.push(Statement {
+            sql: START_CANARY.into(),
+            params: vec![
+                text(component),
+                text(version.digest),
+                Value::Int(i64::from(share)),
+                Value::Int(crate::now_ms()),
+                text(component),
+                text(version.digest),
+            ],
+        });
+        self.collect_and_notify(component, &mut statements);
+        let results = self.db.transaction(&statements).await?;
+        Ok(results
+            .get(started)
+            .is_some_and(|rows| !rows.rows.is_empty()))
+    }
+
+    /// Makes the running canary of `component` its active version, and
+    /// returns its digest; `None` if none runs (nothing changed).
+    pub async fn promote(&self, component: &str) -> Result<Option<String>, DbError> {
+        let Some(canary) = self.canary_of(component).await?.filter(|c| c.running()) else {
+            return Ok(None);
+        };
+        let digest = canary.digest.as_str();
+        // Each statement checks, under the lock, that `digest` is still
+        // the running canary: one that ended meanwhile is not promoted.
+        let mut statements = self.begin(component);
+        statements.push(Statement {
+            sql: UNLIST_CANARY.into(),
+            params: vec![text(component), text(digest), text(component), text(digest)],
+        });
+        let pushed = statements.len();
+        statements.push(Statement {
+            sql: PUSH_CANARY.into(),
+            params: vec![
+                text(component),
+                text(digest),
+                text(component),
+                text(component),
+                text(digest),
+            ],
+        });
+        statements.push(Self::end_canary(
+            component,
+            Some(digest),
+            ("promoted", "promoted to the active version"),
+            (ALWAYS, Vec::new()),
+        ));
+        statements.push(Statement {
+            sql: TRIM.into(),
+            params: vec![text(component), text(component), Value::Int(KEPT)],
+        });
+        self.collect_and_notify(component, &mut statements);
+        let results = self.db.transaction(&statements).await?;
+        Ok(results
+            .get(pushed)
+            .is_some_and(|rows| !rows.rows.is_empty())
+            .then(|| digest.to_string()))
+    }
+
+    /// Ends the running canary of `component` (only if it is `digest`,
+    /// when one is given) as aborted, for `reason`; its share returns to
+    /// the active version. The digest aborted, or `None` if none ran.
+    pub async fn abort(
+        &self,
+        component: &str,
+        digest: Option<&str>,
+        reason: &str,
+    ) -> Result<Option<String>, DbError> {
+        let mut statements = self.begin(component);
+        let ended = statements.len();
+        statements.push(Self::end_canary(
+            component,
+            digest,
+            ("aborted", reason),
+            (ALWAYS, Vec::new()),
+        ));
+        self.collect_and_notify(component, &mut statements);
+        let results = self.db.transaction(&statements).await?;
+        Ok(results
+            .get(ended)
+            .and_then(|rows| rows.rows.first())
+            .and_then(|row| match row.first() {
+                Some(Value::Text(digest)) => Some(digest.clone()),
+                _ => None,
+            }))
+    }
+
+    /// The running canary of every component that has one: its digest and
+    /// share.
+    pub async fn canaries(&self) -> Result<HashMap<String, (String, u8)>, DbError> {
+        let rows = self.db.query(RUNNING_CANARIES, &[]).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match (row.first(), row.get(1), row.get(2)) {
+                (Some(Value::Text(c)), Some(Value::Text(d)), Some(Value::Int(share))) => {
+                    Some((c.clone(), (d.clone(), u8::try_from(*share).ok()?)))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The canary record of `component`: running, or how the last one
+    /// ended; `None` if it never had one.
+    pub async fn canary_of(&self, component: &str) -> Result<Option<CanaryRecord>, DbError> {
+        let rows = self.db.query(CANARY, &[text(component)]).await?;
+        Ok(rows.rows.into_iter().next().and_then(|row| {
+            let mut row = row.into_iter();
+            match (
+                row.next(),
+                row.next(),
+                row.next(),
+                row.next(),
+                row.next(),
+                row.next(),
+            ) {
+                (
+                    Some(Value::Text(digest)),
+                    Some(Value::Int(share)),
+                    Some(Value::Int(started_at)),
+                    Some(Value::Text(state)),
+                    Some(Value::Text(reason)),
+                    Some(ended_at),
+                ) => Some(CanaryRecord {
+                    digest,
+                    share,
+                    started_at,
+                    state,
+                    reason,
+                    ended_at: match ended_at {
+                        Value::Int(at) => Some(at),
+                        _ => None,
+                    },
+                }),
+                _ => None,
+            }
+        }))
     }
 
     /// Makes the version before the active one of `component` active
     /// again, and returns it; `None` if there is none (nothing changed).
     pub async fn rollback(&self, component: &str) -> Result<Option<String>, DbError> {
         let mut statements = self.begin(component);
+        // Before the pop, under the same condition as it.
+        statements.push(Self::end_canary(
+            component,
+            None,
+            ("superseded", "a rollback changed the active version"),
+            (IF_POPPABLE, vec![text(component)]),
+        ));
         let popped = statements.len();
         statements.push(Statement {
             sql: POP.into(),
@@ -329,6 +594,12 @@ impl VersionStore {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
         });
+        statements.push(Self::end_canary(
+            component,
+            None,
+            ("superseded", "an activation changed the active version"),
+            (IF_ACTIVE, vec![text(component), text(digest)]),
+        ));
         self.collect_and_notify(component, &mut statements);
         let results = self.db.transaction(&statements).await?;
         Ok(results

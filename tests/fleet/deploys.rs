@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use support::proxy::Proxy;
 use support::{TestHost, components_dir, get, json, manifest_of, send, settings_with};
 
-const ADMIN: &str = "fleet-admin-token";
+pub(super) const ADMIN: &str = "fleet-admin-token";
 const GREETER: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
 
 /// A host of `fleet` serving the greeter (v1 in its manifest), with the
 /// admin API, on `database_url`.
-async fn greeter_host(fleet: &Fleet, database_url: String) -> TestHost {
+pub(super) async fn greeter_host(fleet: &Fleet, database_url: String) -> TestHost {
     greeter_host_reconciling(fleet, database_url, host::RECONCILE_EVERY).await
 }
 
@@ -52,7 +52,7 @@ async fn greeter_host_reconciling(
 }
 
 /// Three greeter hosts of `fleet`.
-async fn three_hosts(fleet: &Fleet) -> [TestHost; 3] {
+pub(super) async fn three_hosts(fleet: &Fleet) -> [TestHost; 3] {
     let url = || fleet.schema.url.clone();
     [
         greeter_host(fleet, url()).await,
@@ -61,12 +61,12 @@ async fn three_hosts(fleet: &Fleet) -> [TestHost; 3] {
     ]
 }
 
-fn wasm(file: &str) -> Vec<u8> {
+pub(super) fn wasm(file: &str) -> Vec<u8> {
     std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// Deploys `file` as the greeter through `app`; asserts it was accepted.
-async fn deploy(app: &Router, file: &str) {
+pub(super) async fn deploy(app: &Router, file: &str) {
     deploy_bytes(app, wasm(file)).await;
 }
 
@@ -82,7 +82,7 @@ async fn try_deploy(app: &Router, file: &str) -> (StatusCode, String) {
 }
 
 /// Deploys `bytes` as the greeter through `app`: the status and body.
-async fn try_deploy_bytes(app: &Router, bytes: Vec<u8>) -> (StatusCode, String) {
+pub(super) async fn try_deploy_bytes(app: &Router, bytes: Vec<u8>) -> (StatusCode, String) {
     let request = Request::put("/admin/components/greeter?note=from%20the%20fleet%20tests")
         .header("authorization", format!("Bearer {ADMIN}"))
         .body(Body::from(bytes))
@@ -101,7 +101,7 @@ async fn rollback(app: &Router) {
 }
 
 /// Rolls the greeter back through `app`: the status and body.
-async fn try_rollback(app: &Router) -> (StatusCode, String) {
+pub(super) async fn try_rollback(app: &Router) -> (StatusCode, String) {
     let request = Request::post("/admin/components/greeter/rollback")
         .header("authorization", format!("Bearer {ADMIN}"))
         .body(Body::empty())
@@ -125,7 +125,7 @@ async fn scalar(fleet: &Fleet, sql: &str) -> i64 {
 }
 
 /// The greeter version `app` serves.
-async fn version(app: &Router) -> String {
+pub(super) async fn version(app: &Router) -> String {
     let (response, body) = get(app, "/greet").await;
     assert_eq!(
         response.status(),
@@ -137,7 +137,7 @@ async fn version(app: &Router) -> String {
 }
 
 /// Waits until every host of `hosts` serves `expected`.
-async fn until_all_serve(hosts: &[&TestHost], expected: &str) {
+pub(super) async fn until_all_serve(hosts: &[&TestHost], expected: &str) {
     for (i, h) in hosts.iter().enumerate() {
         eventually(&format!("host {i} serves {expected}"), || async {
             version(&h.app).await == expected
@@ -279,7 +279,12 @@ async fn requests_across_the_fleet_never_fail_while_versions_change() {
     until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v2").await;
     rollback(&hosts[1].app).await;
     until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v1").await;
-    deploy(&hosts[2].app, "greeter_v2.wasm").await;
+    let v2 = digest_of("greeter_v2.wasm");
+    super::canary::canary(&hosts[2].app, "greeter_v2.wasm", 50).await;
+    super::canary::until_canary(&hosts, Some(&v2)).await;
+    let (status, body) = super::canary::admin_post(&hosts[0].app, "promote").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    super::canary::until_canary(&hosts, None).await;
     until_all_serve(&[&hosts[0], &hosts[1], &hosts[2]], "v2").await;
 
     stop.store(true, Ordering::Relaxed);
@@ -310,7 +315,7 @@ async fn the_notification_alone_brings_the_other_hosts_along() {
 
 /// `file` with a custom section naming `n` appended: a distinct build of
 /// the same component (custom sections may come anywhere).
-fn build_of(file: &str, n: u8) -> Vec<u8> {
+pub(super) fn build_of(file: &str, n: u8) -> Vec<u8> {
     let name = b"build";
     let mut bytes = wasm(file);
     bytes.extend([0x00, (1 + name.len() + 1) as u8, name.len() as u8]);
@@ -403,7 +408,7 @@ async fn concurrent_changes_on_several_hosts_leave_one_consistent_history() {
 }
 
 /// The hex SHA-256 of a built component.
-fn digest_of(file: &str) -> String {
+pub(super) fn digest_of(file: &str) -> String {
     hex_sha256(&wasm(file))
 }
 
@@ -417,7 +422,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// `GET /admin/components` of `app`: the greeter's entry.
-async fn listed(app: &Router) -> serde_json::Value {
+pub(super) async fn listed(app: &Router) -> serde_json::Value {
     let request = Request::get("/admin/components")
         .header("authorization", format!("Bearer {ADMIN}"))
         .body(Body::empty())
@@ -472,7 +477,7 @@ async fn the_fleet_view_shows_what_each_host_serves_and_any_kept_version_can_be_
 }
 
 // The deploy CLI's requests (`marketplace-host deploy`, `list`, `rollback`,
-// `activate` run `host::admin_client`) against two hosts served over HTTP.
+// `activate`, `promote`, `abort` run `host::admin_client`) against two hosts served over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
     use host::admin_client::{AdminApi, CliError};
@@ -490,7 +495,7 @@ async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
     };
 
     let said = api(a_addr, ADMIN)
-        .deploy("greeter", wasm("greeter_v2.wasm"), "the CLI's note")
+        .deploy("greeter", wasm("greeter_v2.wasm"), "the CLI's note", None)
         .await
         .expect("deployed");
     let v2 = digest_of("greeter_v2.wasm");
@@ -522,6 +527,32 @@ async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
         .expect("rolled back");
     assert!(said.contains(&digest_of("greeter_v1.wasm")), "{said}");
     until_all_serve(&[&a, &b], "v1").await;
+
+    // A canary through the CLI: listed, then promoted; then there is
+    // none to abort.
+    let said = api(a_addr, ADMIN)
+        .deploy("greeter", wasm("greeter_v2.wasm"), "canary", Some(30))
+        .await
+        .expect("canary started");
+    assert!(said.contains("serves 30% of requests"), "{said}");
+    let listed = api(b_addr, ADMIN).list().await.expect("listed");
+    assert!(
+        listed.contains(&format!("  canary {v2} on 30% of requests")),
+        "{listed}"
+    );
+    let said = api(b_addr, ADMIN)
+        .promote("greeter")
+        .await
+        .expect("promoted");
+    assert!(said.contains(&v2), "{said}");
+    for _ in 0..20 {
+        assert_eq!(version(&b.app).await, "v2", "promoted on the host asked");
+    }
+    let none = api(a_addr, ADMIN).abort("greeter").await.unwrap_err();
+    assert!(
+        matches!(&none, CliError::Refused { status, .. } if status.as_u16() == 409),
+        "{none}"
+    );
 
     // Clear errors: a wrong token, an unknown component, no host there.
     let wrong = api(a_addr, "not-the-token").list().await.unwrap_err();

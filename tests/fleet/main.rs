@@ -4,6 +4,7 @@
 //! test cuts it. Tests wait for propagation with a generous bound, then
 //! assert; they never assert timings.
 
+mod canary;
 mod crash;
 mod deploys;
 mod invalidation;

@@ -553,3 +553,54 @@ async fn local_deployments_are_imported_into_the_database_once() {
     assert_eq!(version(&third).await, "v1");
     assert_eq!(count("SELECT COUNT(*) FROM component_history").await, 1);
 }
+
+// Canaries on the embedded SQLite database (the fleet tests cover
+// PostgreSQL): started, served to their share, aborted, promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_on_the_embedded_database_serves_its_share_and_is_aborted_or_promoted() {
+    let h = greeter_host().await;
+    let post = |action: &str| {
+        Request::post(format!("/admin/components/greeter/{action}"))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let canary = || {
+        Request::put("/admin/components/greeter?canary=50")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::from(wasm("greeter_v2.wasm")))
+            .unwrap()
+    };
+    let versions_of = |n: usize| {
+        let app = h.app.clone();
+        async move {
+            let mut seen = std::collections::BTreeMap::<String, usize>::new();
+            for _ in 0..n {
+                *seen.entry(version(&app).await).or_default() += 1;
+            }
+            seen
+        }
+    };
+
+    let (response, body) = send(&h.app, canary()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+    let answer = json(&body);
+    assert_eq!(answer["canary"]["share"], 50, "{answer}");
+    let seen = versions_of(200).await;
+    assert!(seen["v1"] >= 50 && seen["v2"] >= 50, "{seen:?}");
+
+    let (response, _) = send(&h.app, post("abort")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(versions_of(50).await.keys().collect::<Vec<_>>(), ["v1"]);
+    let (response, _) = send(&h.app, post("abort")).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT, "none runs");
+
+    let (response, _) = send(&h.app, canary()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (response, _) = send(&h.app, post("promote")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(versions_of(50).await.keys().collect::<Vec<_>>(), ["v2"]);
+    let (response, _) = send(&h.app, rollback("greeter")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(version(&h.app).await, "v1", "promoted, then rolled back");
+}

@@ -157,6 +157,10 @@ fn attacks(engine: Engine, dir: &Path) -> Vec<(&'static str, String)> {
         ("execute", "DELETE FROM fleet_hosts".to_string()),
         (
             "execute",
+            "UPDATE component_canary SET share = 99".to_string(),
+        ),
+        (
+            "execute",
             "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'user-demo', 'stolen', 0)"
                 .to_string(),
         ),
@@ -305,6 +309,7 @@ async fn the_sqlite_authorizer_alone_keeps_components_to_the_product_tables() {
             .to_string(),
         "UPDATE component_versions SET bytes = x'00'".to_string(),
         "DELETE FROM component_history".to_string(),
+        "UPDATE component_canary SET state = 'running'".to_string(),
         "SELECT sql FROM sqlite_master".to_string(),
         "INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ('00', 'u', 'n', 0)"
             .to_string(),

@@ -43,6 +43,7 @@ pub const HOST_TABLES: &[&str] = &[
     "cache_warm",
     "component_versions",
     "component_history",
+    "component_canary",
     "fleet_hosts",
 ];
 

@@ -7,12 +7,18 @@
 //!   (SHA-256 digest, size, load time) and the previous versions kept on
 //!   this host, and `fleet`: the active version, the versions the database
 //!   keeps, and what each live host serves since when;
-//! - `PUT /admin/components/{name}[?note=…]` with the `.wasm` bytes as the
-//!   body: compiled off the request path, checked against the `handler`
-//!   world (400 or 422 with the reason if not; the running version keeps
-//!   serving), recorded in the database with the note (503 if it cannot
-//!   be, 409 if it collided with another change of the component), then
-//!   swapped in; every host of the fleet follows;
+//! - `PUT /admin/components/{name}[?note=…][&canary=N]` with the `.wasm`
+//!   bytes as the body: compiled off the request path, checked against
+//!   the `handler` world (400 or 422 with the reason if not; the running
+//!   version keeps serving), recorded in the database with the note (503
+//!   if it cannot be, 409 if it collided with another change of the
+//!   component), then swapped in; every host of the fleet follows. With
+//!   `canary=N` (1 to 99) it is the canary instead: served to N percent
+//!   of requests beside the active version (409 if it is the active one);
+//! - `POST /admin/components/{name}/promote`: the canary becomes the
+//!   active version, fleet-wide (409 if none runs);
+//! - `POST /admin/components/{name}/abort`: the canary ends, its share
+//!   returns to the active version, fleet-wide (409 if none runs);
 //! - `POST /admin/components/{name}/rollback`: the previous version serves
 //!   again, fleet-wide;
 //! - `POST /admin/components/{name}/activate/{digest}`: a kept version
@@ -39,6 +45,8 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route("/admin/components/{name}/promote", post(promote))
+        .route("/admin/components/{name}/abort", post(abort))
         .route("/admin/components/{name}/activate/{digest}", post(activate))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -76,8 +84,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 const LIVE_WITHIN_MS: i64 = 10_000;
 
 /// Each component as this host serves it and, with the fleet's record,
-/// `fleet`: the active digest, the kept versions (oldest first, with their
-/// notes) and, per live host, the digest it serves and since when. When
+/// `fleet`: the active digest, the canary (running, or how the last one
+/// ended), the kept versions (oldest first, with their notes) and, per
+/// live host, the digest it serves since when and its canary. When
 /// the database cannot be read, each `fleet` is `null` and `fleetError`
 /// says why.
 async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
@@ -90,7 +99,10 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
         let hosts = fleet.hosts(crate::now_ms() - LIVE_WITHIN_MS).await?;
         let mut histories = Vec::new();
         for info in &local {
-            histories.push(fleet.history(&info.name).await?);
+            histories.push((
+                fleet.history(&info.name).await?,
+                fleet.canary_of(&info.name).await?,
+            ));
         }
         Ok::<_, crate::db::DbError>((hosts, histories))
     };
@@ -108,7 +120,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
         }
     };
     let mut components = Vec::new();
-    for (info, history) in local.into_iter().zip(histories) {
+    for (info, (history, canary)) in local.into_iter().zip(histories) {
         let serving: Vec<serde_json::Value> = hosts
             .iter()
             .filter_map(|h| {
@@ -117,6 +129,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
                     "host": h.id,
                     "digest": at.get("digest")?,
                     "since": at.get("since")?,
+                    "canary": at.get("canary").cloned().unwrap_or_default(),
                     "seenAt": h.seen_at,
                 }))
             })
@@ -124,6 +137,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
         let mut entry = serde_json::to_value(&info).map_err(|_| AppError::Internal)?;
         entry["fleet"] = serde_json::json!({
             "active": history.last().map(|v| v.digest.clone()),
+            "canary": canary,
             "versions": history.iter().map(|v| serde_json::json!({
                 "digest": v.digest,
                 "size": v.size,
@@ -147,18 +161,41 @@ async fn activate(
 /// Longest uploader's note kept with a version, in characters.
 const MAX_NOTE_CHARS: usize = 1024;
 
-/// The uploader's note of `PUT /admin/components/{name}?note=…`, if any.
-fn note(query: Option<&str>) -> Result<String, AppError> {
-    let note = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "note")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+/// The query of `PUT /admin/components/{name}?note=…&canary=N`: the
+/// uploader's note (empty if none) and the canary share (`None`: a
+/// deploy). Anything else in it is refused, so that a misspelt
+/// `canary` never deploys to every request.
+fn upload_query(query: Option<&str>) -> Result<(String, Option<u8>), AppError> {
+    let (mut note, mut canary) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let seen = match key.as_ref() {
+            "note" => note.replace(value.into_owned()).is_some(),
+            "canary" => canary.replace(value.into_owned()).is_some(),
+            other => {
+                return Err(AppError::BadRequest(format!(
+                    "unknown query parameter {other:?}: an upload takes `note` and `canary`"
+                )));
+            }
+        };
+        if seen {
+            return Err(AppError::BadRequest(format!("`{key}` given twice")));
+        }
+    }
+    let note = note.unwrap_or_default();
     if note.chars().count() > MAX_NOTE_CHARS {
         return Err(AppError::BadRequest(format!(
             "the note is longer than {MAX_NOTE_CHARS} characters"
         )));
     }
-    Ok(note)
+    let canary = canary
+        .map(|share| match share.parse::<u8>() {
+            Ok(share @ 1..=99) => Ok(share),
+            _ => Err(AppError::BadRequest(format!(
+                "canary={share:?}: the canary's share is a whole percentage from 1 to 99"
+            ))),
+        })
+        .transpose()?;
+    Ok((note, canary))
 }
 
 async fn upload(
@@ -173,7 +210,7 @@ async fn upload(
             "no component named {name:?} in the manifest"
         )));
     }
-    let note = note(query.as_deref())?;
+    let (note, canary) = upload_query(query.as_deref())?;
     let body = super::read_body(&state.inner.limits, &headers, body, MAX_UPLOAD_BYTES).await?;
     let runtime = state.inner.runtime.clone();
     let compile_name = name.clone();
@@ -188,9 +225,25 @@ async fn upload(
                 LoadError::WrongWorld(_) => AppError::WrongWorld(e.to_string()),
             }
         })?;
-    Ok(Json(
-        state.inner.registry.deploy(&name, loaded, &note).await?,
-    ))
+    let registry = &state.inner.registry;
+    Ok(Json(match canary {
+        Some(share) => registry.deploy_canary(&name, loaded, &note, share).await?,
+        None => registry.deploy(&name, loaded, &note).await?,
+    }))
+}
+
+async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
+    Ok(Json(state.inner.registry.promote(&name).await?))
+}
+
+async fn abort(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::registry::ComponentInfo>, AppError> {
+    Ok(Json(state.inner.registry.abort(&name).await?))
 }
 
 async fn rollback(

@@ -143,7 +143,10 @@ impl From<RegistryError> for AppError {
             RegistryError::UnknownComponent(_) | RegistryError::UnknownVersion(..) => {
                 Self::NotFound(err.to_string())
             }
-            RegistryError::NoPreviousVersion(_) => Self::Conflict(err.to_string()),
+            RegistryError::NoPreviousVersion(_)
+            | RegistryError::NoCanary(_)
+            | RegistryError::CanaryIsActive(_) => Self::Conflict(err.to_string()),
+            RegistryError::NoFleet => Self::BadRequest(err.to_string()),
             RegistryError::Persist(..) => {
                 tracing::error!(error = %err, "deployment not recorded; nothing swapped");
                 Self::Internal

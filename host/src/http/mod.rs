@@ -294,6 +294,10 @@ pub(super) async fn read_body(
     }
 }
 
+/// The header that tells a client without a token apart, for a stable
+/// side of a canary.
+pub const CLIENT_ID: &str = "x-client-id";
+
 /// Hands the request to the component routed for its path: reads the body,
 /// then admits the request (so a slow body holds no permit), then serves it.
 pub(super) async fn dispatch(
@@ -303,14 +307,21 @@ pub(super) async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let component = state
+    // A client told apart by its token or client id goes to the same
+    // side of a canary on every request.
+    let client = headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| headers.get(CLIENT_ID))
+        .map(HeaderValue::as_bytes);
+    let routed = state
         .inner
         .registry
-        .resolve(uri.path())
+        .route(uri.path(), client)
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
+    let component = &routed.component;
     let started = std::time::Instant::now();
     let anonymous_get = method == Method::GET && !headers.contains_key(header::AUTHORIZATION);
-    let answer = admit_and_serve(&state, &component, method, &uri, headers, body).await;
+    let answer = admit_and_serve(&state, component, method, &uri, headers, body).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status(),
@@ -331,6 +342,7 @@ pub(super) async fn dispatch(
         status.as_u16(),
         started.elapsed(),
     );
+    state.inner.registry.observe(&routed, status.as_u16());
     answer
 }
 
