@@ -11,7 +11,7 @@
 use crate::deployments::DeploymentStore;
 use crate::routes::{Manifest, RouteTable};
 use crate::runtime::{LoadedComponent, Runtime};
-use crate::versions::{Upload, VersionStore};
+use crate::versions::{CanaryRun, Upload, VersionStore};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +34,9 @@ pub const CANARY_MIN_REQUESTS: u64 = 50;
 /// How many percentage points a canary's 5xx rate must exceed the stable
 /// version's by, besides being at least twice it, to be aborted.
 const CANARY_MARGIN_POINTS: u64 = 5;
+/// How many standard errors a canary's 5xx rate must exceed the stable
+/// version's by to be aborted.
+const CANARY_MIN_Z: f64 = 3.0;
 
 /// A version served to a share of a component's requests beside the
 /// serving one, and what each of the two answered on this host since it
@@ -42,6 +45,8 @@ pub struct Canary {
     pub version: Arc<LoadedComponent>,
     /// Percent of requests, 1 to 99.
     pub share: u8,
+    /// When this run started (epoch ms, as recorded).
+    started_at: i64,
     requests: AtomicU64,
     failed: AtomicU64,
     stable_requests: AtomicU64,
@@ -51,10 +56,11 @@ pub struct Canary {
 }
 
 impl Canary {
-    fn new(version: Arc<LoadedComponent>, share: u8) -> Self {
+    fn new(version: Arc<LoadedComponent>, run: &CanaryRun) -> Self {
         Self {
             version,
-            share,
+            share: run.share,
+            started_at: run.started_at,
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stable_requests: AtomicU64::new(0),
@@ -109,6 +115,15 @@ impl Canary {
         counts.clearly_worse().then_some(counts)
     }
 
+    /// The run it serves.
+    fn run(&self) -> CanaryRun {
+        CanaryRun {
+            digest: self.version.digest.clone(),
+            share: self.share,
+            started_at: self.started_at,
+        }
+    }
+
     fn counts(&self) -> CanaryCounts {
         CanaryCounts {
             requests: self.requests.load(Ordering::Relaxed),
@@ -133,8 +148,11 @@ pub struct CanaryCounts {
 impl CanaryCounts {
     /// The automatic abort's rule: after at least `CANARY_MIN_REQUESTS`
     /// canary requests on this host, the canary's 5xx rate is at least
-    /// twice the stable version's over the same time and exceeds it by at
-    /// least `CANARY_MARGIN_POINTS` percentage points.
+    /// twice the stable version's over the same time, exceeds it by at
+    /// least `CANARY_MARGIN_POINTS` percentage points, and by at least
+    /// `CANARY_MIN_Z` standard errors (a two-proportion z-test, so that
+    /// chance alone, checked after every request, rarely aborts a canary
+    /// as good as the stable version).
     pub fn clearly_worse(&self) -> bool {
         let (n, f) = (u128::from(self.requests), u128::from(self.failed));
         // A stable version with no requests yet counts as failing none.
@@ -148,7 +166,12 @@ impl CanaryCounts {
         // In integers: f/n >= 2 g/m, and 100 f/n >= 100 g/m + margin.
         let twice = f * m >= 2 * g * n;
         let margin = 100 * f * m >= (100 * g + u128::from(CANARY_MARGIN_POINTS) * m) * n;
-        twice && margin
+        twice && margin && {
+            let (n, f, m, g) = (n as f64, f as f64, m as f64, g as f64);
+            let pooled = (f + g) / (n + m);
+            let error = (pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m)).sqrt();
+            (f / n - g / m) >= CANARY_MIN_Z * error
+        }
     }
 }
 
@@ -190,10 +213,10 @@ struct Slot {
     since: std::sync::atomic::AtomicI64,
     /// The canary, if one runs.
     canary: arc_swap::ArcSwapOption<Canary>,
-    /// A canary this host judged failing whose abort is not recorded yet
-    /// (the database down): its digest and why; it is not served here
-    /// again, and its abort is recorded at the next convergence.
-    refused: Mutex<Option<(String, String)>>,
+    /// A canary run this host judged failing, and why, until its abort is
+    /// recorded (the database may be down): it is not served here again,
+    /// and its abort is recorded at the next convergence.
+    refused: Mutex<Option<(CanaryRun, String)>>,
 }
 
 /// Why a registry change was refused.
@@ -464,36 +487,49 @@ impl Registry {
         let Ok(slot) = self.slot(name) else {
             return;
         };
-        let digest = canary.version.digest.clone();
+        let run = canary.run();
         let reason = format!(
             "aborted automatically: {} of its {} requests failed (5xx) against {} of the stable version's {}",
             counts.failed, counts.requests, counts.stable_failed, counts.stable_requests
         );
-        tracing::warn!(component = name, %digest, %reason, "canary failing; its share returns to the stable version");
+        tracing::warn!(component = name, digest = %run.digest, %reason, "canary failing; its share returns to the stable version");
         // Off here at once, whatever the database does.
         slot.canary
             .compare_and_swap(&Some(canary.clone()), None::<Arc<Canary>>);
-        *Self::refusing(slot) = Some((digest.clone(), reason.clone()));
+        *Self::refusing(slot) = Some((run.clone(), reason.clone()));
         let registry = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             let _one = registry.converging.lock().await;
-            registry.record_abort(&name, &digest, &reason).await;
+            registry.record_abort(&name, &run, &reason).await;
         });
     }
 
-    fn refusing(slot: &Slot) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+    fn refusing(slot: &Slot) -> std::sync::MutexGuard<'_, Option<(CanaryRun, String)>> {
         slot.refused.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the abort of the canary `digest` of `name` for `reason`
-    /// (a failure is logged, and tried again at the next convergence).
-    async fn record_abort(&self, name: &str, digest: &str, reason: &str) {
+    /// Records the abort of the canary run `run` of `name` for `reason`
+    /// (only that run: a canary started since is left alone); a failure
+    /// is logged, and tried again at the next convergence.
+    async fn record_abort(&self, name: &str, run: &CanaryRun, reason: &str) {
         let Some((fleet, _)) = &self.fleet else {
             return;
         };
-        match fleet.abort(name, Some(digest), reason).await {
-            Ok(_) => tracing::info!(component = name, digest, "canary abort recorded"),
+        let digest = run.digest.as_str();
+        match fleet.abort(name, Some(run), reason).await {
+            Ok(ended) => {
+                if ended.is_some() {
+                    tracing::info!(component = name, digest, "canary abort recorded");
+                }
+                // That run runs no more, whoever ended it.
+                if let Ok(slot) = self.slot(name) {
+                    let mut refused = Self::refusing(slot);
+                    if refused.as_ref().is_some_and(|(r, _)| r == run) {
+                        *refused = None;
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(component = name, digest, error = %e, "canary abort not recorded; not served here, recorded at the next convergence")
             }
@@ -729,7 +765,7 @@ impl Registry {
         };
         let _one = self.converging.lock().await;
         let serving = slot.current.load_full();
-        let started = fleet
+        let run = fleet
             .canary(
                 name,
                 Upload {
@@ -746,13 +782,12 @@ impl Registry {
             )
             .await
             .map_err(|e| RegistryError::Record(name.to_string(), e))?;
-        if !started {
+        let Some(run) = run else {
             return Err(RegistryError::CanaryIsActive(name.to_string()));
-        }
+        };
         tracing::info!(component = name, digest = %version.digest, share, "canary started");
-        *Self::refusing(slot) = None;
         slot.canary
-            .store(Some(Arc::new(Canary::new(Arc::new(version), share))));
+            .store(Some(Arc::new(Canary::new(Arc::new(version), &run))));
         Ok(ComponentInfo {
             active: Some(serving.digest.clone()),
             ..self.info(name, slot)
@@ -807,17 +842,18 @@ impl Registry {
         Ok(self.info(name, slot))
     }
 
-    /// Makes the canary of `name` here what the record says: `running`
-    /// (digest and share) or none. A canary this host refused (judged
-    /// failing) is not served again; its abort is recorded now if it was
-    /// not.
+    /// Makes the canary of `name` here what the record says: the run
+    /// `running`, or none. A run this host refused (judged failing) is not
+    /// served again; its abort is recorded now if it was not.
     async fn converge_canary(
         &self,
         name: &str,
         slot: &Slot,
-        running: Option<&(String, u8)>,
+        running: Option<&CanaryRun>,
     ) -> Result<(), crate::db::DbError> {
-        let Some((digest, share)) = running else {
+        // None, or the version serving already (promoted: the record was
+        // read between the two reads of `converge`).
+        let Some(run) = running.filter(|r| r.digest != slot.current.load().digest) else {
             *Self::refusing(slot) = None;
             if slot.canary.swap(None).is_some() {
                 tracing::info!(component = name, "canary ended");
@@ -825,21 +861,22 @@ impl Registry {
             return Ok(());
         };
         let refused = Self::refusing(slot).clone();
-        if let Some((_, reason)) = refused.filter(|(d, _)| d == digest) {
+        if let Some((_, reason)) = refused.filter(|(r, _)| r == run) {
             slot.canary.store(None);
-            self.record_abort(name, digest, &reason).await;
+            self.record_abort(name, run, &reason).await;
             return Ok(());
         }
-        if let Some(serving) = slot.canary.load().as_ref()
-            && serving.version.digest == *digest
-            && serving.share == *share
+        if slot
+            .canary
+            .load()
+            .as_ref()
+            .is_some_and(|serving| serving.run() == *run)
         {
             return Ok(());
         }
-        if let Some(version) = self.obtain(name, slot, digest).await? {
-            tracing::info!(component = name, %digest, share, "canary serving");
-            slot.canary
-                .store(Some(Arc::new(Canary::new(version, *share))));
+        if let Some(version) = self.obtain(name, slot, &run.digest).await? {
+            tracing::info!(component = name, digest = %run.digest, share = run.share, "canary serving");
+            slot.canary.store(Some(Arc::new(Canary::new(version, run))));
         }
         Ok(())
     }
@@ -910,6 +947,10 @@ impl Registry {
             return Ok(());
         };
         let _one = self.converging.lock().await;
+        // The canaries first: a promote recorded between the two reads is
+        // then seen as a canary of the active version (ended at once), not
+        // as the old version without its canary.
+        let canaries = fleet.canaries().await?;
         let mut active = fleet.active().await?;
         for (name, slot) in &self.slots {
             if active.contains_key(name) || !slot.locally_deployed {
@@ -939,7 +980,6 @@ impl Registry {
                 }
             }
         }
-        let canaries = fleet.canaries().await?;
         for (name, digest) in active {
             if self.slots.contains_key(&name) {
                 self.converge_one(&name, &digest).await?;
@@ -1161,6 +1201,20 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_failing_every_request_is_judged_at_once() {
+        assert!(
+            counts(
+                CANARY_MIN_REQUESTS,
+                CANARY_MIN_REQUESTS,
+                CANARY_MIN_REQUESTS,
+                0
+            )
+            .clearly_worse()
+        );
+        assert!(counts(CANARY_MIN_REQUESTS, CANARY_MIN_REQUESTS, 1, 0).clearly_worse());
+    }
+
+    #[test]
     fn a_canary_is_judged_only_after_enough_requests() {
         assert!(!counts(CANARY_MIN_REQUESTS - 1, CANARY_MIN_REQUESTS - 1, 100, 0).clearly_worse());
         assert!(counts(CANARY_MIN_REQUESTS, CANARY_MIN_REQUESTS, 100, 0).clearly_worse());
@@ -1169,14 +1223,16 @@ mod tests {
 
     #[test]
     fn a_canary_must_fail_twice_as_often_and_five_points_more() {
-        // 10% against 4%: more than twice, 6 points more.
-        assert!(counts(100, 10, 1000, 40).clearly_worse());
+        // 10% against 4%: more than twice, 6 points more, but over 100
+        // requests within chance (z 2.7); over 300, not (z 4.8).
+        assert!(!counts(100, 10, 1000, 40).clearly_worse());
+        assert!(counts(300, 30, 3000, 120).clearly_worse());
         // 10% against 6%: 4 points more, not twice.
         assert!(!counts(100, 10, 1000, 60).clearly_worse());
         // 4% against 0%: twice, but 4 points only.
         assert!(!counts(100, 4, 1000, 0).clearly_worse());
-        // 5% against 0%: exactly the margin.
-        assert!(counts(100, 5, 1000, 0).clearly_worse());
+        // 5% against 0%: exactly the margin, over enough requests.
+        assert!(counts(400, 20, 4000, 0).clearly_worse());
         // 60% against 40%: 20 points more, not twice.
         assert!(!counts(100, 60, 1000, 400).clearly_worse());
         // None failing is never worse.

@@ -77,6 +77,17 @@ impl CanaryRecord {
     }
 }
 
+/// One run of a canary: a canary started again, even of the same
+/// version, is another run (counted and judged afresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRun {
+    pub digest: String,
+    /// Percent of requests, 1 to 99.
+    pub share: u8,
+    /// When it started (epoch ms): with the digest, names the run.
+    pub started_at: i64,
+}
+
 /// A version to record: what a host validated.
 pub struct Upload<'a> {
     pub digest: &'a str,
@@ -146,18 +157,24 @@ const START_CANARY: &str = "INSERT INTO component_canary (component, digest, sha
      ON CONFLICT (component) DO UPDATE SET digest = excluded.digest, share = excluded.share, \
      started_at = excluded.started_at, state = 'running', reason = '', ended_at = NULL \
      RETURNING digest";
-/// Ends the running canary (of that digest, if one is given), if the
-/// guard that follows holds.
+/// Ends the running canary (only the run of that digest and start, if
+/// one is given: `$5` not empty), if the guard that follows holds.
 const END_CANARY: &str = "UPDATE component_canary SET state = $1, reason = $2, ended_at = $3 \
-     WHERE component = $4 AND state = 'running' AND ($5 = '' OR digest = $6)";
+     WHERE component = $4 AND state = 'running' AND ($5 = '' OR (digest = $6 AND started_at = $7))";
 /// `END_CANARY`'s guard: none.
 const ALWAYS: &str = "";
-/// `END_CANARY`'s guard: the active version is now `$8`.
-const IF_ACTIVE: &str = " AND COALESCE((SELECT digest FROM component_history \
-     WHERE component = $7 ORDER BY seq DESC LIMIT 1), '') = $8";
+/// `END_CANARY`'s guard, before the change: `$9` is not the active
+/// version (`$8` the component), so making it active changes something.
+const IF_NOT_ACTIVE: &str = " AND COALESCE((SELECT digest FROM component_history \
+     WHERE component = $8 ORDER BY seq DESC LIMIT 1), '') <> $9";
+/// `IF_NOT_ACTIVE`, and `$11`'s bytes are kept (`$10` the component), so
+/// an activation of it is recorded.
+const IF_ACTIVATES: &str = " AND COALESCE((SELECT digest FROM component_history \
+     WHERE component = $8 ORDER BY seq DESC LIMIT 1), '') <> $9 \
+     AND EXISTS (SELECT 1 FROM component_versions WHERE component = $10 AND digest = $11)";
 /// `END_CANARY`'s guard: the history holds a version to roll back to
 /// (`POP`'s own condition).
-const IF_POPPABLE: &str = " AND (SELECT COUNT(*) FROM component_history WHERE component = $7) > 1";
+const IF_POPPABLE: &str = " AND (SELECT COUNT(*) FROM component_history WHERE component = $8) > 1";
 /// `UNLIST`, if `digest` is the running canary.
 const UNLIST_CANARY: &str = "DELETE FROM component_history WHERE component = $1 AND digest = $2 \
      AND EXISTS (SELECT 1 FROM component_canary WHERE component = $3 AND digest = $4 AND state = 'running')";
@@ -167,7 +184,7 @@ const PUSH_CANARY: &str = "INSERT INTO component_history (component, seq, digest
      HAVING EXISTS (SELECT 1 FROM component_canary WHERE component = $4 AND digest = $5 AND state = 'running') \
      RETURNING digest";
 const RUNNING_CANARIES: &str =
-    "SELECT component, digest, share FROM component_canary WHERE state = 'running'";
+    "SELECT component, digest, share, started_at FROM component_canary WHERE state = 'running'";
 const CANARY: &str = "SELECT digest, share, started_at, state, reason, ended_at \
      FROM component_canary WHERE component = $1";
 const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
@@ -299,16 +316,17 @@ impl VersionStore {
     }
 
     /// The statement that ends the running canary of `component` (only
-    /// if it is `digest`, when one is given) as `state`, for `reason`, if
-    /// `guard` (`ALWAYS`, `IF_ACTIVE` or `IF_POPPABLE`, with its
-    /// parameters) holds; it returns the digest it ended.
+    /// if it is the run `run`, when one is given) as `state`, for
+    /// `reason`, if `guard` (`ALWAYS`, `IF_NOT_ACTIVE`, `IF_ACTIVATES` or
+    /// `IF_POPPABLE`, with its parameters) holds; it returns the digest it
+    /// ended.
     fn end_canary(
         component: &str,
-        digest: Option<&str>,
+        run: Option<&CanaryRun>,
         (state, reason): (&str, &str),
         (guard, guard_params): (&str, Vec<Value>),
     ) -> Statement {
-        let digest = digest.unwrap_or_default();
+        let (digest, started_at) = run.map_or(("", 0), |r| (r.digest.as_str(), r.started_at));
         let mut params = vec![
             text(state),
             text(reason),
@@ -316,6 +334,7 @@ impl VersionStore {
             text(component),
             text(digest),
             text(digest),
+            Value::Int(started_at),
         ];
         params.extend(guard_params);
         Statement {
@@ -374,33 +393,43 @@ impl VersionStore {
         let mut statements = self.begin(component);
         self.seed(component, &serving, &mut statements).await?;
         statements.push(Self::add_version(component, &version));
+        // Before the push: only a deploy that changes the active version
+        // ends a canary.
+        statements.push(Self::end_canary(
+            component,
+            None,
+            ("superseded", "a deploy changed the active version"),
+            (IF_NOT_ACTIVE, vec![text(component), text(version.digest)]),
+        ));
         statements.extend(Self::push(component, version.digest));
         statements.push(Statement {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
         });
-        statements.push(Self::end_canary(
-            component,
-            None,
-            ("superseded", "a deploy changed the active version"),
-            (ALWAYS, Vec::new()),
-        ));
         self.collect_and_notify(component, &mut statements);
         self.db.transaction(&statements).await.map(drop)
     }
 
     /// Records `version` as the canary of `component`, served to `share`
     /// percent of requests beside the active version (replacing a running
-    /// canary); `false` if it is the active version (nothing changed). A
-    /// component never deployed before first records `serving`, as
-    /// `deploy` does.
+    /// canary), and returns the run; `None` if it is the active version
+    /// (nothing changed). A component never deployed before first records
+    /// `serving`, as `deploy` does.
     pub async fn canary(
         &self,
         component: &str,
         serving: Upload<'_>,
         version: Upload<'_>,
         share: u8,
-    ) -> Result<bool, DbError> {
+    ) -> Result<Option<CanaryRun>, DbError> {
+        // Checked first, so that a refusal writes nothing, and again in
+        // the transaction, under the lock.
+        let active = self.active().await?;
+        let active_digest = active.get(component).map_or(serving.digest, String::as_str);
+        if active_digest == version.digest {
+            return Ok(None);
+        }
+        let started_at = crate::now_ms();
         let mut statements = self.begin(component);
         self.seed(component, &serving, &mut statements).await?;
         statements.push(Self::add_version(component, &version));
@@ -411,7 +440,7 @@ impl VersionStore {
                 text(component),
                 text(version.digest),
                 Value::Int(i64::from(share)),
-                Value::Int(crate::now_ms()),
+                Value::Int(started_at),
                 text(component),
                 text(version.digest),
             ],
@@ -420,7 +449,12 @@ impl VersionStore {
         let results = self.db.transaction(&statements).await?;
         Ok(results
             .get(started)
-            .is_some_and(|rows| !rows.rows.is_empty()))
+            .is_some_and(|rows| !rows.rows.is_empty())
+            .then(|| CanaryRun {
+                digest: version.digest.to_string(),
+                share,
+                started_at,
+            }))
     }
 
     /// Makes the running canary of `component` its active version, and
@@ -428,6 +462,11 @@ impl VersionStore {
     pub async fn promote(&self, component: &str) -> Result<Option<String>, DbError> {
         let Some(canary) = self.canary_of(component).await?.filter(|c| c.running()) else {
             return Ok(None);
+        };
+        let run = CanaryRun {
+            digest: canary.digest.clone(),
+            share: u8::try_from(canary.share).unwrap_or(0),
+            started_at: canary.started_at,
         };
         let digest = canary.digest.as_str();
         // Each statement checks, under the lock, that `digest` is still
@@ -450,7 +489,7 @@ impl VersionStore {
         });
         statements.push(Self::end_canary(
             component,
-            Some(digest),
+            Some(&run),
             ("promoted", "promoted to the active version"),
             (ALWAYS, Vec::new()),
         ));
@@ -466,20 +505,21 @@ impl VersionStore {
             .then(|| digest.to_string()))
     }
 
-    /// Ends the running canary of `component` (only if it is `digest`,
-    /// when one is given) as aborted, for `reason`; its share returns to
-    /// the active version. The digest aborted, or `None` if none ran.
+    /// Ends the running canary of `component` (only if it is the run
+    /// `run`, when one is given) as aborted, for `reason`; its share
+    /// returns to the active version. The digest aborted, or `None` if
+    /// none ran.
     pub async fn abort(
         &self,
         component: &str,
-        digest: Option<&str>,
+        run: Option<&CanaryRun>,
         reason: &str,
     ) -> Result<Option<String>, DbError> {
         let mut statements = self.begin(component);
         let ended = statements.len();
         statements.push(Self::end_canary(
             component,
-            digest,
+            run,
             ("aborted", reason),
             (ALWAYS, Vec::new()),
         ));
@@ -494,19 +534,30 @@ impl VersionStore {
             }))
     }
 
-    /// The running canary of every component that has one: its digest and
-    /// share.
-    pub async fn canaries(&self) -> Result<HashMap<String, (String, u8)>, DbError> {
+    /// The running canary of every component that has one.
+    pub async fn canaries(&self) -> Result<HashMap<String, CanaryRun>, DbError> {
         let rows = self.db.query(RUNNING_CANARIES, &[]).await?;
         Ok(rows
             .rows
             .into_iter()
-            .filter_map(|row| match (row.first(), row.get(1), row.get(2)) {
-                (Some(Value::Text(c)), Some(Value::Text(d)), Some(Value::Int(share))) => {
-                    Some((c.clone(), (d.clone(), u8::try_from(*share).ok()?)))
-                }
-                _ => None,
-            })
+            .filter_map(
+                |row| match (row.first(), row.get(1), row.get(2), row.get(3)) {
+                    (
+                        Some(Value::Text(c)),
+                        Some(Value::Text(d)),
+                        Some(Value::Int(share)),
+                        Some(Value::Int(started_at)),
+                    ) => Some((
+                        c.clone(),
+                        CanaryRun {
+                            digest: d.clone(),
+                            share: u8::try_from(*share).ok()?,
+                            started_at: *started_at,
+                        },
+                    )),
+                    _ => None,
+                },
+            )
             .collect())
     }
 
@@ -588,18 +639,23 @@ impl VersionStore {
         // Checked in the transaction, under the lock: the push names the
         // version only if its bytes are kept, whatever ran meanwhile.
         let mut statements = self.begin(component);
+        // Before the push: only an activation that changes the active
+        // version ends a canary.
+        statements.push(Self::end_canary(
+            component,
+            None,
+            ("superseded", "an activation changed the active version"),
+            (
+                IF_ACTIVATES,
+                vec![text(component), text(digest), text(component), text(digest)],
+            ),
+        ));
         statements.extend(Self::push(component, digest));
         let pushed = statements.len() - 1;
         statements.push(Statement {
             sql: TRIM.into(),
             params: vec![text(component), text(component), Value::Int(KEPT)],
         });
-        statements.push(Self::end_canary(
-            component,
-            None,
-            ("superseded", "an activation changed the active version"),
-            (IF_ACTIVE, vec![text(component), text(digest)]),
-        ));
         self.collect_and_notify(component, &mut statements);
         let results = self.db.transaction(&statements).await?;
         Ok(results

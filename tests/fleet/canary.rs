@@ -98,7 +98,9 @@ async fn a_canary_serves_its_share_a_client_stays_on_its_side_and_promote_reache
         let client = format!("client-{client}");
         let mut seen = Vec::new();
         for h in &hosts {
-            seen.push(answer(&h.app, Some(&client)).await.1);
+            let (status, version) = answer(&h.app, Some(&client)).await;
+            assert_eq!(status, StatusCode::OK, "{client}");
+            seen.push(version);
         }
         assert!(seen.iter().all(|v| *v == seen[0]), "{client}: {seen:?}");
         clients_on_canary += usize::from(seen[0] == "v2");
@@ -227,12 +229,24 @@ async fn bad_canary_requests_are_refused_and_abort_or_a_deploy_ends_a_canary_eve
         entry["fleet"]["canary"].is_null(),
         "nothing recorded: {entry}"
     );
+    assert_eq!(
+        entry["fleet"]["versions"],
+        serde_json::json!([]),
+        "nothing recorded: {entry}"
+    );
     assert_eq!(version(&hosts[2].app).await, "v1");
 
     // An operator's abort: every host back to v1 alone.
     let v2 = digest_of("greeter_v2.wasm");
     canary(&hosts[0].app, "greeter_v2.wasm", 90).await;
     until_canary(&hosts, Some(&v2)).await;
+    // Deploying the active version again changes nothing: the canary
+    // runs on.
+    deploy(&hosts[1].app, "greeter_v1.wasm").await;
+    assert_eq!(
+        listed(&hosts[1].app).await["fleet"]["canary"]["state"],
+        "running"
+    );
     let (status, body) = admin_post(&hosts[2].app, "abort").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     until_canary(&hosts, None).await;

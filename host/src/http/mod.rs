@@ -342,7 +342,10 @@ pub(super) async fn dispatch(
         status.as_u16(),
         started.elapsed(),
     );
-    state.inner.registry.observe(&routed, status.as_u16());
+    // A request refused for want of room never reached either version.
+    if !matches!(answer, Err(AppError::Overloaded)) {
+        state.inner.registry.observe(&routed, status.as_u16());
+    }
     answer
 }
 
