@@ -988,7 +988,36 @@ impl Registry {
         for (name, slot) in &self.slots {
             self.converge_canary(name, slot, canaries.get(name)).await?;
         }
+        self.collect_artifacts();
         Ok(())
+    }
+
+    /// Deletes the compiled artifacts of versions no component keeps here
+    /// any more (serving, kept for rollback, or canary).
+    fn collect_artifacts(&self) {
+        let Some((_, runtime)) = &self.fleet else {
+            return;
+        };
+        let held: Vec<Arc<LoadedComponent>> = self
+            .slots
+            .values()
+            .flat_map(|slot| {
+                Self::lock(slot)
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(slot.current.load_full()))
+                    .chain(slot.canary.load_full().map(|c| c.version.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let keep = held.iter().map(|v| v.digest.as_str()).collect();
+        let deleted = runtime.collect_artifacts(&keep);
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                "compiled artifacts of versions no longer kept deleted"
+            );
+        }
     }
 
     /// `converge`, given up past `bound` (a database that hangs); a failure

@@ -54,6 +54,49 @@ impl Artifacts {
     }
 }
 
+/// Artifacts written this recently are never collected: a version being
+/// uploaded or loaded is compiled before any registry holds it.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Artifacts {
+    /// Deletes the compiled artifacts of digests not in `keep` (and those
+    /// of another engine), but for those written in the last minute; the
+    /// number deleted.
+    pub(super) fn collect(&self, engine: &Engine, keep: &std::collections::HashSet<&str>) -> usize {
+        let Some(dir) = &self.0 else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let suffix = format!("-{:016x}.cwasm", hasher.finish());
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if !name.ends_with(".cwasm") {
+                continue;
+            }
+            let kept = name
+                .strip_suffix(&suffix)
+                .is_some_and(|digest| keep.contains(digest));
+            let fresh = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < FRESH));
+            // A file left behind is only disk space.
+            if !kept && !fresh && std::fs::remove_file(entry.path()).is_ok() {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub(super) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -64,4 +107,39 @@ pub(super) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_artifacts_of_kept_digests_or_written_lately_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let ours = format!("{:016x}", hasher.finish());
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let file = |name: String, old: bool| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            if old {
+                f.set_modified(long_ago).unwrap();
+            }
+            path
+        };
+        let kept = file(format!("aaaa-{ours}.cwasm"), true);
+        let dropped = file(format!("bbbb-{ours}.cwasm"), true);
+        let fresh = file(format!("cccc-{ours}.cwasm"), false);
+        let other_engine = file("aaaa-0123456789abcdef.cwasm".into(), true);
+        let not_ours = file("notes.txt".into(), true);
+
+        let artifacts = Artifacts(Some(dir.path().to_path_buf()));
+        let keep = ["aaaa"].into_iter().collect();
+        assert_eq!(artifacts.collect(&engine, &keep), 2);
+        assert!(kept.exists() && fresh.exists() && not_ours.exists());
+        assert!(!dropped.exists() && !other_engine.exists());
+        assert_eq!(Artifacts(None).collect(&engine, &keep), 0);
+    }
 }

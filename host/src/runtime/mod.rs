@@ -151,6 +151,12 @@ impl Runtime {
         })
     }
 
+    /// Deletes the compiled artifacts kept on disk for digests not in
+    /// `keep` (but those written in the last minute); the number deleted.
+    pub fn collect_artifacts(&self, keep: &std::collections::HashSet<&str>) -> usize {
+        self.artifacts.collect(&self.engine, keep)
+    }
+
     /// The sandbox settings.
     pub fn sandbox(&self) -> &SandboxConfig {
         &self.sandbox
