@@ -947,11 +947,11 @@ impl Registry {
             return Ok(());
         };
         let _one = self.converging.lock().await;
-        // The canaries first: a promote recorded between the two reads is
-        // then seen as a canary of the active version (ended at once), not
-        // as the old version without its canary.
-        let canaries = fleet.canaries().await?;
-        let mut active = fleet.active().await?;
+        // One snapshot of both: a promote is seen whole or not at all.
+        let crate::versions::Record {
+            mut active,
+            canaries,
+        } = fleet.record().await?;
         for (name, slot) in &self.slots {
             if active.contains_key(name) || !slot.locally_deployed {
                 continue;

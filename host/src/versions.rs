@@ -77,6 +77,14 @@ impl CanaryRecord {
     }
 }
 
+/// The record a convergence reads: the active digest and the running
+/// canary of every component.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub active: HashMap<String, String>,
+    pub canaries: HashMap<String, CanaryRun>,
+}
+
 /// One run of a canary: a canary started again, even of the same
 /// version, is another run (counted and judged afresh).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,8 +191,13 @@ const PUSH_CANARY: &str = "INSERT INTO component_history (component, seq, digest
      SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM component_history WHERE component = $3 \
      HAVING EXISTS (SELECT 1 FROM component_canary WHERE component = $4 AND digest = $5 AND state = 'running') \
      RETURNING digest";
-const RUNNING_CANARIES: &str =
-    "SELECT component, digest, share, started_at FROM component_canary WHERE state = 'running'";
+/// The active version (share -1) and the running canary of every
+/// component, in one statement: one snapshot of the record.
+const RECORD: &str = "SELECT h.component, h.digest, CAST(-1 AS BIGINT), CAST(0 AS BIGINT) \
+     FROM component_history h \
+     JOIN (SELECT component, MAX(seq) AS seq FROM component_history GROUP BY component) m \
+     ON h.component = m.component AND h.seq = m.seq \
+     UNION ALL SELECT component, digest, share, started_at FROM component_canary WHERE state = 'running'";
 const CANARY: &str = "SELECT digest, share, started_at, state, reason, ended_at \
      FROM component_canary WHERE component = $1";
 const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
@@ -534,31 +547,45 @@ impl VersionStore {
             }))
     }
 
-    /// The running canary of every component that has one.
-    pub async fn canaries(&self) -> Result<HashMap<String, CanaryRun>, DbError> {
-        let rows = self.db.query(RUNNING_CANARIES, &[]).await?;
-        Ok(rows
+    /// The active digest and the running canary of every component, as
+    /// one snapshot, in one statement (what a convergence reads: a
+    /// promote is seen whole or not at all).
+    pub async fn record(&self) -> Result<Record, DbError> {
+        let rows = self.db.query(RECORD, &[]).await?;
+        let (active, canaries): (Vec<_>, Vec<_>) = rows
             .rows
             .into_iter()
-            .filter_map(
-                |row| match (row.first(), row.get(1), row.get(2), row.get(3)) {
-                    (
-                        Some(Value::Text(c)),
-                        Some(Value::Text(d)),
-                        Some(Value::Int(share)),
-                        Some(Value::Int(started_at)),
-                    ) => Some((
-                        c.clone(),
-                        CanaryRun {
-                            digest: d.clone(),
-                            share: u8::try_from(*share).ok()?,
-                            started_at: *started_at,
-                        },
-                    )),
-                    _ => None,
-                },
-            )
-            .collect())
+            .partition(|row| matches!(row.get(2), Some(Value::Int(-1))));
+        Ok(Record {
+            active: Self::canary_runs(active)
+                .map(|(c, run)| (c, run.digest))
+                .collect(),
+            canaries: Self::canary_runs(canaries).collect(),
+        })
+    }
+
+    /// Rows of (component, digest, share, started_at) as canary runs (an
+    /// active row's share, -1, as 0).
+    fn canary_runs(rows: Vec<Vec<Value>>) -> impl Iterator<Item = (String, CanaryRun)> {
+        rows.into_iter().filter_map(|row| {
+            let mut row = row.into_iter();
+            match (row.next(), row.next(), row.next(), row.next()) {
+                (
+                    Some(Value::Text(component)),
+                    Some(Value::Text(digest)),
+                    Some(Value::Int(share)),
+                    Some(Value::Int(started_at)),
+                ) => Some((
+                    component,
+                    CanaryRun {
+                        digest,
+                        share: u8::try_from(share).unwrap_or(0),
+                        started_at,
+                    },
+                )),
+                _ => None,
+            }
+        })
     }
 
     /// The canary record of `component`: running, or how the last one
@@ -796,8 +823,12 @@ async fn listen_once(database_url: &str, registry: &Weak<Registry>) -> Result<()
     let mut listener = tokio::time::timeout(LISTEN_CONNECT, connect)
         .await
         .map_err(|_| timed_out())??;
-    // Listening now: what was missed before is read once, then each
-    // notification converges again.
+    // Listening now: what was missed before is read once (a missed deploy
+    // may have stored repaired bytes, so versions that did not load are
+    // tried again), then each notification converges again.
+    if let Some(live) = registry.upgrade() {
+        live.forget_unloadable();
+    }
     let mut heard = true;
     loop {
         if heard {
