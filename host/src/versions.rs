@@ -200,6 +200,8 @@ const RECORD: &str = "SELECT h.component, h.digest, CAST(-1 AS BIGINT), CAST(0 A
      UNION ALL SELECT component, digest, share, started_at FROM component_canary WHERE state = 'running'";
 const CANARY: &str = "SELECT digest, share, started_at, state, reason, ended_at \
      FROM component_canary WHERE component = $1";
+const CANARIES: &str = "SELECT component, digest, share, started_at, state, reason, ended_at \
+     FROM component_canary";
 const HEARTBEAT: &str = "INSERT INTO fleet_hosts (id, started_at, seen_at, serving) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving";
 const FORGET: &str = "DELETE FROM fleet_hosts WHERE seen_at < $1";
@@ -592,37 +594,59 @@ impl VersionStore {
     /// ended; `None` if it never had one.
     pub async fn canary_of(&self, component: &str) -> Result<Option<CanaryRecord>, DbError> {
         let rows = self.db.query(CANARY, &[text(component)]).await?;
-        Ok(rows.rows.into_iter().next().and_then(|row| {
-            let mut row = row.into_iter();
-            match (
-                row.next(),
-                row.next(),
-                row.next(),
-                row.next(),
-                row.next(),
-                row.next(),
-            ) {
-                (
-                    Some(Value::Text(digest)),
-                    Some(Value::Int(share)),
-                    Some(Value::Int(started_at)),
-                    Some(Value::Text(state)),
-                    Some(Value::Text(reason)),
-                    Some(ended_at),
-                ) => Some(CanaryRecord {
-                    digest,
-                    share,
-                    started_at,
-                    state,
-                    reason,
-                    ended_at: match ended_at {
-                        Value::Int(at) => Some(at),
-                        _ => None,
-                    },
-                }),
-                _ => None,
-            }
-        }))
+        Ok(rows
+            .rows
+            .into_iter()
+            .next()
+            .and_then(|row| Self::canary_record(row.into_iter())))
+    }
+
+    /// `canary_of` every component that ever had a canary, in one query.
+    pub async fn canary_records(&self) -> Result<HashMap<String, CanaryRecord>, DbError> {
+        let rows = self.db.query(CANARIES, &[]).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|row| {
+                let mut row = row.into_iter();
+                match row.next() {
+                    Some(Value::Text(component)) => Some((component, Self::canary_record(row)?)),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// A row of `CANARY`'s columns as a record.
+    fn canary_record(mut row: impl Iterator<Item = Value>) -> Option<CanaryRecord> {
+        match (
+            row.next(),
+            row.next(),
+            row.next(),
+            row.next(),
+            row.next(),
+            row.next(),
+        ) {
+            (
+                Some(Value::Text(digest)),
+                Some(Value::Int(share)),
+                Some(Value::Int(started_at)),
+                Some(Value::Text(state)),
+                Some(Value::Text(reason)),
+                Some(ended_at),
+            ) => Some(CanaryRecord {
+                digest,
+                share,
+                started_at,
+                state,
+                reason,
+                ended_at: match ended_at {
+                    Value::Int(at) => Some(at),
+                    _ => None,
+                },
+            }),
+            _ => None,
+        }
     }
 
     /// Makes the version before the active one of `component` active

@@ -97,11 +97,12 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
     };
     let read = async {
         let hosts = fleet.hosts(crate::now_ms() - LIVE_WITHIN_MS).await?;
+        let mut canaries = fleet.canary_records().await?;
         let mut histories = Vec::new();
         for info in &local {
             histories.push((
                 fleet.history(&info.name).await?,
-                fleet.canary_of(&info.name).await?,
+                canaries.remove(&info.name),
             ));
         }
         Ok::<_, crate::db::DbError>((hosts, histories))
