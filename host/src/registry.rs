@@ -794,12 +794,19 @@ impl Registry {
         })
     }
 
+    /// The slot of `name` and the fleet's record, for a change of its
+    /// canary (without a record there is none).
+    fn canary_slot(&self, name: &str) -> Result<(&Slot, &VersionStore), RegistryError> {
+        let slot = self.slot(name)?;
+        match &self.fleet {
+            Some((fleet, _)) => Ok((slot, fleet)),
+            None => Err(RegistryError::NoCanary(name.to_string())),
+        }
+    }
+
     /// Makes the running canary of `name` its serving version, fleet-wide.
     pub async fn promote(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
-        let slot = self.slot(name)?;
-        let Some((fleet, _)) = &self.fleet else {
-            return Err(RegistryError::NoCanary(name.to_string()));
-        };
+        let (slot, fleet) = self.canary_slot(name)?;
         let _one = self.converging.lock().await;
         let Some(digest) = fleet
             .promote(name)
@@ -824,10 +831,7 @@ impl Registry {
     /// Ends the running canary of `name`, fleet-wide: its share returns
     /// to the serving version.
     pub async fn abort(&self, name: &str) -> Result<ComponentInfo, RegistryError> {
-        let slot = self.slot(name)?;
-        let Some((fleet, _)) = &self.fleet else {
-            return Err(RegistryError::NoCanary(name.to_string()));
-        };
+        let (slot, fleet) = self.canary_slot(name)?;
         let _one = self.converging.lock().await;
         if fleet
             .abort(name, None, "aborted by an operator")

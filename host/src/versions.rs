@@ -358,6 +358,14 @@ impl VersionStore {
         }
     }
 
+    /// The statement that keeps the `KEPT` newest history rows.
+    fn trim(component: &str) -> Statement {
+        Statement {
+            sql: TRIM.into(),
+            params: vec![text(component), text(component), Value::Int(KEPT)],
+        }
+    }
+
     fn collect_and_notify(&self, component: &str, statements: &mut Vec<Statement>) {
         statements.push(Statement {
             sql: COLLECT.into(),
@@ -417,10 +425,7 @@ impl VersionStore {
             (IF_NOT_ACTIVE, vec![text(component), text(version.digest)]),
         ));
         statements.extend(Self::push(component, version.digest));
-        statements.push(Statement {
-            sql: TRIM.into(),
-            params: vec![text(component), text(component), Value::Int(KEPT)],
-        });
+        statements.push(Self::trim(component));
         self.collect_and_notify(component, &mut statements);
         self.db.transaction(&statements).await.map(drop)
     }
@@ -508,10 +513,7 @@ impl VersionStore {
             ("promoted", "promoted to the active version"),
             (ALWAYS, Vec::new()),
         ));
-        statements.push(Statement {
-            sql: TRIM.into(),
-            params: vec![text(component), text(component), Value::Int(KEPT)],
-        });
+        statements.push(Self::trim(component));
         self.collect_and_notify(component, &mut statements);
         let results = self.db.transaction(&statements).await?;
         Ok(results
@@ -703,10 +705,7 @@ impl VersionStore {
         ));
         statements.extend(Self::push(component, digest));
         let pushed = statements.len() - 1;
-        statements.push(Statement {
-            sql: TRIM.into(),
-            params: vec![text(component), text(component), Value::Int(KEPT)],
-        });
+        statements.push(Self::trim(component));
         self.collect_and_notify(component, &mut statements);
         let results = self.db.transaction(&statements).await?;
         Ok(results
@@ -797,10 +796,7 @@ impl VersionStore {
                 params: vec![text(component), Value::Int(seq), text(version.digest)],
             });
         }
-        statements.push(Statement {
-            sql: TRIM.into(),
-            params: vec![text(component), text(component), Value::Int(KEPT)],
-        });
+        statements.push(Self::trim(component));
         self.collect_and_notify(component, &mut statements);
         match self.db.transaction(&statements).await {
             Ok(_) => Ok(true),

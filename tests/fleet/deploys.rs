@@ -102,15 +102,7 @@ async fn rollback(app: &Router) {
 
 /// Rolls the greeter back through `app`: the status and body.
 pub(super) async fn try_rollback(app: &Router) -> (StatusCode, String) {
-    let request = Request::post("/admin/components/greeter/rollback")
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (response, body) = send(app, request).await;
-    (
-        response.status(),
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    super::canary::admin_post(app, "rollback").await
 }
 
 /// One number from the fleet's database.
