@@ -42,6 +42,9 @@ pub struct SqliteDatabase {
     role: Role,
 }
 
+/// How long opening the database may keep trying past acquire timeouts.
+const OPEN_BOUND: Duration = Duration::from_secs(20);
+
 impl SqliteDatabase {
     /// Opens (creating file and directory if needed) the database at `url`
     /// for the host's own statements.
@@ -83,7 +86,19 @@ impl SqliteDatabase {
                 })
             });
         }
-        let pool = pool.connect_with(connect).await?;
+        // The first connection opens (and may create) the file: on a busy
+        // machine that can outlast a short acquire timeout, which bounds
+        // requests, not start-up; a timed-out attempt is made again for a
+        // while.
+        let started = std::time::Instant::now();
+        let pool = loop {
+            match pool.clone().connect_with(connect.clone()).await {
+                Err(sqlx::Error::PoolTimedOut) if started.elapsed() < OPEN_BOUND => {
+                    tracing::debug!("opening the SQLite database timed out; trying again");
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             pool,
             options: options.clone(),
