@@ -225,6 +225,12 @@ struct ServeArgs {
     /// background run refreshes it; 0: such a GET computes it itself.
     #[arg(long, env = "CACHE_REVALIDATE_WINDOW", default_value_t = host::runtime::DEFAULT_REVALIDATE_WINDOW.as_secs())]
     cache_revalidate_window: u64,
+    /// How many requests one instance may serve, for components whose
+    /// manifest entry or upload says nothing (instance reuse: the
+    /// component's statics survive between those requests); 0 or 1: a
+    /// fresh instance per request.
+    #[arg(long, env = "INSTANCE_REUSE", default_value_t = 0)]
+    instance_reuse: u32,
     /// Most requested anonymous GETs run again to refill the cache on start
     /// and after a deploy, counted by every host in the database; 0 turns
     /// counting and warming off.
@@ -370,6 +376,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_cache_ttl: args.cache_max_ttl.map(Duration::from_secs),
             stale_grace: Duration::from_secs(args.cache_stale_grace),
             revalidate_window: Duration::from_secs(args.cache_revalidate_window),
+            instance_reuse: args.instance_reuse,
         },
         http: HttpLimits {
             max_body_bytes: args.max_body_bytes,

@@ -202,6 +202,8 @@ struct Slot {
     cache_namespace: Arc<str>,
     /// The stale grace the manifest gives it, for every version.
     stale_grace: Option<std::time::Duration>,
+    /// The instance reuse the manifest gives it, for every version.
+    instance_reuse: Option<u32>,
     /// The version serving now.
     current: ArcSwap<LoadedComponent>,
     /// Earlier versions, oldest first; also serializes swaps of this slot.
@@ -330,6 +332,7 @@ impl Registry {
             let in_namespace = |mut loaded: LoadedComponent| {
                 loaded.cache_namespace = cache_namespace.clone();
                 loaded.stale_grace = spec.stale_grace();
+                loaded.instance_reuse = spec.instance_reuse;
                 Arc::new(loaded)
             };
             let deployed = match store.as_ref().map(|store| store.load(&spec.name)) {
@@ -396,6 +399,7 @@ impl Registry {
                     routes: spec.routes.clone(),
                     cache_namespace,
                     stale_grace: spec.stale_grace(),
+                    instance_reuse: spec.instance_reuse,
                     current: ArcSwap::new(current),
                     previous: Mutex::new(versions),
                     locally_deployed: was_deployed,
@@ -494,8 +498,12 @@ impl Registry {
         );
         tracing::warn!(component = name, digest = %run.digest, %reason, "canary failing; its share returns to the stable version");
         // Off here at once, whatever the database does.
-        slot.canary
+        let ended = slot
+            .canary
             .compare_and_swap(&Some(canary.clone()), None::<Arc<Canary>>);
+        if ended.as_ref().is_some_and(|c| Arc::ptr_eq(c, canary)) {
+            Self::retire_canary(slot, canary);
+        }
         *Self::refusing(slot) = Some((run.clone(), reason.clone()));
         let registry = self.clone();
         let name = name.to_string();
@@ -576,7 +584,7 @@ impl Registry {
             return Err(RegistryError::UnknownVersion(name.into(), digest.into()));
         }
         // The activation ended any canary.
-        slot.canary.store(None);
+        Self::set_canary(slot, None);
         if let Err(e) = self.converge_one(name, digest).await {
             tracing::warn!(component = name, error = %e, "activated in the database; this host follows at its next convergence");
         }
@@ -595,6 +603,39 @@ impl Registry {
         self.slots
             .get(name)
             .ok_or_else(|| RegistryError::UnknownComponent(name.to_string()))
+    }
+
+    /// Makes `version` the serving version of `slot`; the one it replaces
+    /// keeps no warm instances (instance reuse) from now on.
+    fn serve(slot: &Slot, version: Arc<LoadedComponent>) {
+        version.serve_instances();
+        let old = slot.current.swap(version);
+        if old.digest != slot.current.load().digest {
+            old.retire_instances();
+        }
+    }
+
+    /// Makes `canary` the canary of `slot` (or none); the version of the
+    /// one it replaces keeps no warm instances from now on.
+    fn set_canary(slot: &Slot, canary: Option<Arc<Canary>>) {
+        if let Some(ended) = slot.canary.swap(canary) {
+            Self::retire_canary(slot, &ended);
+        }
+    }
+
+    /// Retires the warm instances of an ended canary's version, unless that
+    /// version serves (promoted) or is the canary again.
+    fn retire_canary(slot: &Slot, ended: &Canary) {
+        let digest = &ended.version.digest;
+        let serving = slot.current.load().digest == *digest
+            || slot
+                .canary
+                .load()
+                .as_ref()
+                .is_some_and(|c| c.version.digest == *digest);
+        if !serving {
+            ended.version.retire_instances();
+        }
     }
 
     fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Vec<Arc<LoadedComponent>>> {
@@ -647,6 +688,7 @@ impl Registry {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
+        version.instance_reuse = slot.instance_reuse;
         let Some((fleet, _)) = &self.fleet else {
             return self.deploy_local(name, version);
         };
@@ -670,7 +712,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Record(name.to_string(), e))?;
         // The deploy ended any canary.
-        slot.canary.store(None);
+        Self::set_canary(slot, None);
         // The same bytes again: nothing to swap, but still a deploy (its
         // subscribers, such as warming, run).
         if !self.swap_to(name, slot, Arc::new(version)) {
@@ -696,7 +738,7 @@ impl Registry {
             kept.remove(0);
         }
         self.persist(name, &kept, &version)?;
-        slot.current.store(Arc::new(version));
+        Self::serve(slot, Arc::new(version));
         slot.since.store(crate::now_ms(), Ordering::Relaxed);
         *previous = kept;
         drop(previous);
@@ -719,7 +761,7 @@ impl Registry {
             return Err(RegistryError::NoPreviousVersion(name.to_string()));
         };
         // The rollback ended any canary.
-        slot.canary.store(None);
+        Self::set_canary(slot, None);
         // Recorded: the fleet rolls back whatever happens here; a swap
         // that fails now is done by the next convergence.
         if let Err(e) = self.converge_one(name, &digest).await {
@@ -739,7 +781,7 @@ impl Registry {
         };
         self.persist(name, &previous[..previous.len() - 1], &back)?;
         previous.pop();
-        slot.current.store(back);
+        Self::serve(slot, back);
         slot.since.store(crate::now_ms(), Ordering::Relaxed);
         drop(previous);
         tracing::info!(component = name, digest = %slot.current.load().digest, "component rolled back");
@@ -760,6 +802,7 @@ impl Registry {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
+        version.instance_reuse = slot.instance_reuse;
         let Some((fleet, _)) = &self.fleet else {
             return Err(RegistryError::NoFleet);
         };
@@ -786,8 +829,7 @@ impl Registry {
             return Err(RegistryError::CanaryIsActive(name.to_string()));
         };
         tracing::info!(component = name, digest = %version.digest, share, "canary started");
-        slot.canary
-            .store(Some(Arc::new(Canary::new(Arc::new(version), &run))));
+        Self::set_canary(slot, Some(Arc::new(Canary::new(Arc::new(version), &run))));
         Ok(ComponentInfo {
             active: Some(serving.digest.clone()),
             ..self.info(name, slot)
@@ -820,7 +862,7 @@ impl Registry {
             tracing::warn!(component = name, error = %e, "promoted in the database; this host follows at its next convergence");
         }
         if slot.current.load().digest == digest {
-            slot.canary.store(None);
+            Self::set_canary(slot, None);
         }
         Ok(ComponentInfo {
             active: Some(digest),
@@ -842,7 +884,7 @@ impl Registry {
             return Err(RegistryError::NoCanary(name.to_string()));
         }
         tracing::info!(component = name, "canary aborted");
-        slot.canary.store(None);
+        Self::set_canary(slot, None);
         Ok(self.info(name, slot))
     }
 
@@ -859,14 +901,15 @@ impl Registry {
         // read between the two reads of `converge`).
         let Some(run) = running.filter(|r| r.digest != slot.current.load().digest) else {
             *Self::refusing(slot) = None;
-            if slot.canary.swap(None).is_some() {
+            if let Some(ended) = slot.canary.swap(None) {
+                Self::retire_canary(slot, &ended);
                 tracing::info!(component = name, "canary ended");
             }
             return Ok(());
         };
         let refused = Self::refusing(slot).clone();
         if let Some((_, reason)) = refused.filter(|(r, _)| r == run) {
-            slot.canary.store(None);
+            Self::set_canary(slot, None);
             self.record_abort(name, run, &reason).await;
             return Ok(());
         }
@@ -880,7 +923,7 @@ impl Registry {
         }
         if let Some(version) = self.obtain(name, slot, &run.digest).await? {
             tracing::info!(component = name, digest = %run.digest, share = run.share, "canary serving");
-            slot.canary.store(Some(Arc::new(Canary::new(version, run))));
+            Self::set_canary(slot, Some(Arc::new(Canary::new(version, run))));
         }
         Ok(())
     }
@@ -907,7 +950,7 @@ impl Registry {
         if let Err(e) = self.persist(name, &kept, &version) {
             tracing::warn!(component = name, error = %e, "the local copy of the deployments is not up to date");
         }
-        slot.current.store(version);
+        Self::serve(slot, version);
         slot.since.store(crate::now_ms(), Ordering::Relaxed);
         *previous = kept;
         drop(previous);
@@ -1132,6 +1175,7 @@ impl Registry {
             Ok(Ok(mut loaded)) if loaded.digest == digest => {
                 loaded.cache_namespace = slot.cache_namespace.clone();
                 loaded.stale_grace = slot.stale_grace;
+                loaded.instance_reuse = slot.instance_reuse;
                 return Ok(Some(Arc::new(loaded)));
             }
             Ok(Ok(loaded)) => format!(

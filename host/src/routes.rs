@@ -52,6 +52,11 @@ pub struct ComponentSpec {
     /// host's `--cache-stale-grace`. 0 turns stale serving off for it.
     #[serde(default)]
     pub stale_grace: Option<u64>,
+    /// How many requests one instance of it may serve (instance reuse:
+    /// its statics survive between them); by default the host's
+    /// `--instance-reuse`. 0 or 1: a fresh instance per request.
+    #[serde(default)]
+    pub instance_reuse: Option<u32>,
 }
 
 impl ComponentSpec {
@@ -173,6 +178,7 @@ mod tests {
             routes: routes.iter().map(|s| s.to_string()).collect(),
             cache_namespace: None,
             stale_grace: None,
+            instance_reuse: None,
         }
     }
 

@@ -4,14 +4,12 @@
 //! reach every host; a canary that fails clearly more than the active
 //! version is aborted by the hosts themselves.
 
-use super::deploys::{
-    ADMIN, deploy, digest_of, listed, three_hosts, until_all_serve, version, wasm,
-};
+use super::deploys::{ADMIN, deploy, digest_of, listed, three_hosts, until_all_serve, version};
 use super::{Fleet, eventually};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use support::{TestHost, get, json, send};
+use support::{TestHost, get, json, send, wasm};
 
 /// `PUT /admin/components/greeter?{query}` with `file` through `app`: the
 /// status and body.

@@ -15,7 +15,7 @@ use host::runtime::SandboxConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::proxy::Proxy;
-use support::{TestHost, components_dir, get, json, manifest_of, send, settings_with};
+use support::{TestHost, build_of, get, json, manifest_of, send, settings_with, wasm};
 
 pub(super) const ADMIN: &str = "fleet-admin-token";
 const GREETER: &[(&str, &str, &[&str])] = &[("greeter", "greeter_v1.wasm", &["/greet"])];
@@ -59,10 +59,6 @@ pub(super) async fn three_hosts(fleet: &Fleet) -> [TestHost; 3] {
         greeter_host(fleet, url()).await,
         greeter_host(fleet, url()).await,
     ]
-}
-
-pub(super) fn wasm(file: &str) -> Vec<u8> {
-    std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// Deploys `file` as the greeter through `app`; asserts it was accepted.
@@ -303,17 +299,6 @@ async fn the_notification_alone_brings_the_other_hosts_along() {
     until_all_serve(&[&b], "v2").await;
     rollback(&a.app).await;
     until_all_serve(&[&b], "v1").await;
-}
-
-/// `file` with a custom section naming `n` appended: a distinct build of
-/// the same component (custom sections may come anywhere).
-pub(super) fn build_of(file: &str, n: u8) -> Vec<u8> {
-    let name = b"build";
-    let mut bytes = wasm(file);
-    bytes.extend([0x00, (1 + name.len() + 1) as u8, name.len() as u8]);
-    bytes.extend(name);
-    bytes.push(n);
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

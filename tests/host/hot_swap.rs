@@ -7,13 +7,17 @@ use host::http::HttpLimits;
 use host::runtime::SandboxConfig;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use support::{components_dir, error_code, get, host_with, json, send};
+use support::{error_code, get, host_with, json, send, wasm};
 
 const ADMIN: &str = "admin-secret-for-tests";
 
 async fn greeter_host() -> support::TestHost {
+    greeter_host_with(SandboxConfig::default()).await
+}
+
+async fn greeter_host_with(sandbox: SandboxConfig) -> support::TestHost {
     host_with(
-        SandboxConfig::default(),
+        sandbox,
         HttpLimits {
             admin_token: Some(ADMIN.into()),
             ..Default::default()
@@ -21,10 +25,6 @@ async fn greeter_host() -> support::TestHost {
         &[("greeter", "greeter_v1.wasm", &["/greet"])],
     )
     .await
-}
-
-fn wasm(file: &str) -> Vec<u8> {
-    std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 fn upload(name: &str, bytes: Vec<u8>, token: Option<&str>) -> Request<Body> {
@@ -51,7 +51,18 @@ async fn version(app: &axum::Router) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_back_and_forth_under_load_fails_no_request() {
-    let h = greeter_host().await;
+    // Fresh instances, then warm ones (instance reuse).
+    for instance_reuse in [0, 50] {
+        swap_back_and_forth_under_load(SandboxConfig {
+            instance_reuse,
+            ..SandboxConfig::default()
+        })
+        .await;
+    }
+}
+
+async fn swap_back_and_forth_under_load(sandbox: SandboxConfig) {
+    let h = greeter_host_with(sandbox).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {

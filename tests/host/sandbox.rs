@@ -114,7 +114,7 @@ async fn no_request_sees_what_an_earlier_instance_wrote_to_its_memory() {
             ..sandbox()
         })
         .await;
-        let fresh = serde_json::json!({ "dataFresh": true, "zeroedFresh": true });
+        let fresh = serde_json::json!({ "dataFresh": true, "zeroedFresh": true, "served": 1 });
         for _ in 0..20 {
             let (response, body) = get(&h.app, "/fixture/remember").await;
             assert_eq!(response.status(), StatusCode::OK);

@@ -34,6 +34,22 @@ pub fn components_dir() -> PathBuf {
     dir
 }
 
+/// The bytes of the built component `file`.
+pub fn wasm(file: &str) -> Vec<u8> {
+    std::fs::read(components_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// `file` with a custom section naming `n` appended: a distinct build of
+/// the same component (custom sections may come anywhere).
+pub fn build_of(file: &str, n: u8) -> Vec<u8> {
+    let name = b"build";
+    let mut bytes = wasm(file);
+    bytes.extend([0x00, (1 + name.len() + 1) as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.push(n);
+    bytes
+}
+
 /// A host over a fresh database with the given components and limits.
 pub struct TestHost {
     pub app: Router,

@@ -42,6 +42,10 @@ pub struct SandboxConfig {
     /// from it at once while one background run refreshes it
     /// (stale-while-revalidate); zero turns that off.
     pub revalidate_window: Duration,
+    /// How many requests one instance may serve, for components whose
+    /// manifest entry or upload says nothing (instance reuse); 0 or 1: a
+    /// fresh instance per request.
+    pub instance_reuse: u32,
 }
 
 /// The default of `SandboxConfig::revalidate_window`.
@@ -72,6 +76,7 @@ impl Default for SandboxConfig {
             max_cache_ttl: None,
             stale_grace: DEFAULT_STALE_GRACE,
             revalidate_window: DEFAULT_REVALIDATE_WINDOW,
+            instance_reuse: 0,
         }
     }
 }
@@ -83,10 +88,19 @@ pub(super) fn refresh_slots(sandbox: &SandboxConfig) -> u32 {
     (sandbox.max_in_flight / 8).max(1)
 }
 
+/// How many warm instances (instance reuse) may sit idle at once, all
+/// components together: as many as requests may run at once. They have
+/// instance slots of their own, so an idle one never keeps a request from
+/// getting a slot.
+pub(super) fn warm_slots(sandbox: &SandboxConfig) -> u32 {
+    sandbox.max_in_flight.max(1)
+}
+
 /// The engine configuration for `sandbox`.
 pub(super) fn engine_config(sandbox: &SandboxConfig) -> Config {
-    // Room for the background refreshes too (see `refresh_slots`).
-    let slots = sandbox.max_in_flight.max(1) + refresh_slots(sandbox);
+    // Room for the background refreshes and idle warm instances too (see
+    // `refresh_slots` and `warm_slots`).
+    let slots = sandbox.max_in_flight.max(1) + refresh_slots(sandbox) + warm_slots(sandbox);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         // A wasip2 Rust component is a handful of core instances (the main

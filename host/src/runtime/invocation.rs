@@ -54,7 +54,8 @@ pub(crate) struct Ran {
     pub refresh: Vec<FillGuard>,
 }
 
-/// Everything one request's `Store` holds.
+/// Everything an instance's `Store` holds: one request's state, and for a
+/// warm instance (reuse) what it keeps between its requests (see `begin`).
 pub(crate) struct Invocation {
     /// The component's name, for log lines.
     component: String,
@@ -147,6 +148,9 @@ pub(crate) struct Limits {
     memory_limit: usize,
     /// Set when a growth beyond `memory_limit` was refused.
     memory_exceeded: bool,
+    /// Set when a memory grew (allowed or not) since it was last cleared:
+    /// a warm instance whose memory grew in a request is retired.
+    grew: bool,
 }
 
 impl ResourceLimiter for Limits {
@@ -156,6 +160,7 @@ impl ResourceLimiter for Limits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        self.grew = true;
         if desired > self.memory_limit {
             self.memory_exceeded = true;
             return Ok(false);
@@ -199,6 +204,7 @@ impl Invocation {
             limits: Limits {
                 memory_limit: sandbox.memory_limit,
                 memory_exceeded: false,
+                grew: false,
             },
             stamp: Stamp::default(),
             flights,
@@ -241,6 +247,66 @@ impl Invocation {
 
     pub(crate) fn memory_exceeded(&self) -> bool {
         self.limits.memory_exceeded
+    }
+
+    /// When the request's deadline passes.
+    pub(crate) fn expires(&self) -> Instant {
+        self.expires
+    }
+
+    /// Whether a memory grew since `forget_growth`.
+    pub(crate) fn memory_grew(&self) -> bool {
+        self.limits.grew
+    }
+
+    /// Forgets growth so far: called once the instance is made, whose
+    /// memories' creation counts as growing them.
+    pub(crate) fn forget_growth(&mut self) {
+        self.limits.grew = false;
+    }
+
+    /// Readies a warm instance's state for its next request: everything a
+    /// request holds is new (deadline, reading, stamp, budgets, what it
+    /// did); the component's settings, the WASI context and the resource
+    /// table are kept with the instance.
+    pub(crate) fn begin(&mut self, expires: Instant, reading: Reading, filling: Vec<FillGuard>) {
+        self.expires = expires;
+        self.reading = reading;
+        self.ran = Ran::default();
+        self.waiting_on_database = false;
+        self.stamp = Stamp::default();
+        self.filling = filling;
+        self.limits.memory_exceeded = false;
+        self.limits.grew = false;
+    }
+
+    /// Ends a request of a warm instance that is kept: its key fills are
+    /// released (waking their waiters), it stops counting as busy, and the
+    /// log lines it was refused are reported, as dropping it would.
+    pub(crate) fn end(&mut self) {
+        self.filling.clear();
+        self.busy = None;
+        self.ticks = 0;
+        self.report_dropped_logs();
+        self.logged = LogBudget::default();
+    }
+
+    /// One line saying how many log lines and bytes the request was
+    /// refused, if any.
+    fn report_dropped_logs(&self) {
+        let LogBudget {
+            dropped_lines,
+            dropped_bytes,
+            ..
+        } = self.logged;
+        if dropped_lines > 0 || dropped_bytes > 0 {
+            tracing::warn!(
+                component = %self.component,
+                dropped_lines,
+                dropped_bytes,
+                "the component logged more than {LOG_LINES_LIMIT} lines or {LOG_BYTES_LIMIT} bytes in one request; the rest was dropped"
+            );
+        }
     }
 
     /// What the run did; a database call still awaiting its answer counts
@@ -515,19 +581,7 @@ impl db::Host for Invocation {
 
 impl Drop for Invocation {
     fn drop(&mut self) {
-        let LogBudget {
-            dropped_lines,
-            dropped_bytes,
-            ..
-        } = self.logged;
-        if dropped_lines > 0 || dropped_bytes > 0 {
-            tracing::warn!(
-                component = %self.component,
-                dropped_lines,
-                dropped_bytes,
-                "the component logged more than {LOG_LINES_LIMIT} lines or {LOG_BYTES_LIMIT} bytes in one request; the rest was dropped"
-            );
-        }
+        self.report_dropped_logs();
     }
 }
 

@@ -7,7 +7,8 @@
 //! - `Runtime::load` compiles a component and type-checks it against the
 //!   world (pre-instantiation) before anything can use it.
 //! - `Runtime::invoke` runs one request in a fresh `Store` and instance,
-//!   with a deadline and a memory cap.
+//!   with a deadline and a memory cap; or, for a component that opts in to
+//!   instance reuse, in a warm instance of the same version (`reuse`).
 //! - `config` holds the sandbox settings and the engine `Config` they
 //!   make; `artifacts` keeps compiled components on disk by digest; `types`
 //!   holds what loading and invoking return; `bindings` (private) holds the
@@ -15,15 +16,21 @@
 //!   per-request store state; `wasi` links WASI without sockets, preopens
 //!   or environment; `flights` coalesces concurrent misses on one key.
 //!
-//! **Invariant:** a request's instance is never reused: every `invoke`
-//! instantiates afresh from the pre-instantiated component, so no state
-//! leaks between requests.
+//! **Invariant:** by default a request's instance is never reused: every
+//! run instantiates afresh from the pre-instantiated component, so no state
+//! leaks between requests. A component that opts in (`instance_reuse` of
+//! N > 1) accepts that its statics survive between up to N requests of
+//! the same version; an instance is never shared by two versions or two
+//! components, serves one request at a time, and is retired after N
+//! requests, an error, a 5xx, a failed database call, or any memory
+//! growth.
 
 mod artifacts;
 mod bindings;
 mod config;
 pub mod flights;
 mod invocation;
+mod reuse;
 mod types;
 mod v010;
 mod wasi;
@@ -42,8 +49,8 @@ use bindings::marketplace::host::types as wit;
 use invocation::{Invocation, Ran, Reading};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
@@ -73,6 +80,34 @@ pub struct Capabilities {
 
 pub use crate::request::{Principal, Request, Response};
 
+/// How often, in epoch ticks, the ticker drops warm instances idle for
+/// `reuse::IDLE_FOR`: every second.
+const SWEEP_EVERY_TICKS: u32 = 200;
+
+/// A warm instance (instance reuse): its store, its exports, and how many
+/// requests it has served.
+pub(crate) struct Warm {
+    store: Store<Invocation>,
+    handler: bindings::Handler,
+    served: u32,
+}
+
+/// Every component version's warm pool, for the idle sweep.
+type Pools = Arc<Mutex<Vec<Weak<reuse::Pool<Warm>>>>>;
+
+/// Drops the warm instances idle too long, and forgets dropped pools.
+fn sweep(pools: &Pools) {
+    let now = Instant::now();
+    let live: Vec<Arc<reuse::Pool<Warm>>> = {
+        let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.iter().filter_map(Weak::upgrade).collect()
+    };
+    for pool in live {
+        drop(pool.sweep(now));
+    }
+}
+
 /// Stops the epoch ticker thread when the runtime is dropped.
 struct TickerGuard(Arc<AtomicBool>);
 
@@ -96,6 +131,10 @@ pub struct Runtime {
     refreshes: Arc<tokio::sync::Semaphore>,
     /// Where compiled components are kept.
     artifacts: Artifacts,
+    /// Idle warm instances, all pools together.
+    warm_budget: Arc<reuse::Budget>,
+    /// Every loaded version's warm pool, for the idle sweep.
+    pools: Pools,
     _ticker: TickerGuard,
 }
 
@@ -122,18 +161,26 @@ impl Runtime {
         bindings::v010::Handler::add_to_linker::<_, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
         let refresh_slots = config::refresh_slots(&sandbox) as usize;
+        let warm_budget = reuse::Budget::new(config::warm_slots(&sandbox) as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
+        let pools: Pools = Arc::default();
+        let ticker_pools = pools.clone();
         // A plain thread rather than a tokio task: it must keep ticking even
         // when every worker thread is busy running wasm, since the ticks are
         // what make that wasm yield.
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
+                let mut ticks = 0u32;
                 while !ticker_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     ticker_engine.increment_epoch();
+                    ticks = ticks.wrapping_add(1);
+                    if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+                        sweep(&ticker_pools);
+                    }
                 }
             })
             .context("starting the epoch ticker")?;
@@ -147,6 +194,8 @@ impl Runtime {
             busy: Arc::default(),
             refreshes: Arc::new(tokio::sync::Semaphore::new(refresh_slots)),
             artifacts: Artifacts(artifacts),
+            warm_budget,
+            pools,
             _ticker: TickerGuard(stop),
         })
     }
@@ -178,6 +227,11 @@ impl Runtime {
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre =
             bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let warm = Arc::new(reuse::Pool::new(self.warm_budget.clone()));
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&warm));
         Ok(LoadedComponent {
             name: name.to_string(),
             cache_namespace: name.into(),
@@ -187,7 +241,9 @@ impl Runtime {
             bytes: bytes.into(),
             loaded_at: SystemTime::now(),
             from_cache,
+            instance_reuse: None,
             pre,
+            warm,
         })
     }
 
@@ -317,16 +373,22 @@ impl Runtime {
         }
     }
 
-    /// One run of `request` through a fresh instance of `component`.
-    async fn run(
+    /// How many requests one instance of `component` may serve.
+    pub fn instance_reuse(&self, component: &LoadedComponent) -> u32 {
+        component
+            .instance_reuse
+            .unwrap_or(self.sandbox.instance_reuse)
+    }
+
+    /// A new store for an instance of `component`, its epoch callback and
+    /// memory cap set.
+    fn store(
         &self,
         component: &LoadedComponent,
-        request: &wit::Request,
+        expires: Instant,
         reading: Reading,
-        deadline: Duration,
         filling: Vec<flights::FillGuard>,
-    ) -> (Result<Response, InvokeError>, Ran) {
-        let expires = Instant::now() + deadline;
+    ) -> Store<Invocation> {
         let mut store = Store::new(
             &self.engine,
             Invocation::new(
@@ -341,14 +403,15 @@ impl Runtime {
         );
         store.limiter(|s| s.limits());
         let busy = self.busy.clone();
-        store.set_epoch_deadline(1);
         // Every tick a running instance yields its worker thread. Once it
         // has computed for `BUSY_AFTER_TICKS` ticks it also pauses for one
         // tick per busy instance, so that busy instances together take
         // about one core, and a looping component leaves the rest of the
-        // machine to everyone else.
+        // machine to everyone else. The deadline is the current request's
+        // (a warm instance serves several).
         store.epoch_deadline_callback(move |mut ctx| {
             let now = Instant::now();
+            let expires = ctx.data().expires();
             if now >= expires {
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -361,10 +424,42 @@ impl Runtime {
                 Box::pin(tokio::time::sleep(pause)),
             ))
         });
+        store
+    }
+
+    /// One run of `request` through an instance of `component`: a warm
+    /// one of the same version if it opts in to reuse and one is idle,
+    /// else a fresh one.
+    async fn run(
+        &self,
+        component: &LoadedComponent,
+        request: &wit::Request,
+        reading: Reading,
+        deadline: Duration,
+        filling: Vec<flights::FillGuard>,
+    ) -> (Result<Response, InvokeError>, Ran) {
+        let expires = Instant::now() + deadline;
+        let reuse = self.instance_reuse(component);
+        let (mut store, warm_handler, served) = match component.warm.take() {
+            Some(mut warm) => {
+                warm.store.data_mut().begin(expires, reading, filling);
+                (warm.store, Some(warm.handler), warm.served)
+            }
+            None => (self.store(component, expires, reading, filling), None, 0),
+        };
+        store.set_epoch_deadline(1);
 
         let run = async {
-            let handler = component.pre.instantiate_async(&mut store).await?;
-            handler.call_handle(&mut store, request).await
+            let handler = match warm_handler {
+                Some(handler) => handler,
+                None => {
+                    let handler = component.pre.instantiate_async(&mut store).await?;
+                    store.data_mut().forget_growth();
+                    handler
+                }
+            };
+            let response = handler.call_handle(&mut store, request).await?;
+            Ok::<_, wasmtime::Error>((handler, response))
         };
         // The epoch callback stops wasm that computes past the deadline; this
         // timeout also stops a request stuck in a host call. The small grace
@@ -372,16 +467,37 @@ impl Runtime {
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, run).await;
         let memory_exceeded = store.data().memory_exceeded();
         let ran = store.data_mut().take_ran();
-        let result = match outcome {
-            Err(_elapsed) => Err(InvokeError::DeadlineExceeded(deadline)),
-            Ok(Ok(response)) => Response::try_from(response),
-            Ok(Err(err)) => Err(types::classify(
-                err,
-                memory_exceeded,
-                deadline,
-                self.sandbox.memory_limit,
-            )),
+        let (result, handler) = match outcome {
+            Err(_elapsed) => (Err(InvokeError::DeadlineExceeded(deadline)), None),
+            Ok(Ok((handler, response))) => (Response::try_from(response), Some(handler)),
+            Ok(Err(err)) => (
+                Err(types::classify(
+                    err,
+                    memory_exceeded,
+                    deadline,
+                    self.sandbox.memory_limit,
+                )),
+                None,
+            ),
         };
+        // Kept warm only after a request that ended well in every way; a
+        // trap, a deadline, a bad response, a 5xx, a failed database call
+        // or grown memory retires the instance (dropped here).
+        let served = served + 1;
+        if let Some(handler) = handler
+            && served < reuse
+            && result.as_ref().is_ok_and(|r| r.status < 500)
+            && !ran.database_failed
+            && !store.data().memory_grew()
+        {
+            store.data_mut().end();
+            let warm = Warm {
+                store,
+                handler,
+                served,
+            };
+            drop(component.warm.put(warm, Instant::now()));
+        }
         (result, ran)
     }
 }

@@ -2,8 +2,10 @@
 //! conversions between the request types of `crate::request` and the
 //! generated bindings' types.
 
+use super::Warm;
 use super::bindings::{self, marketplace::host::types};
 use super::invocation::Invocation;
+use super::reuse::Pool;
 use crate::request::{Request, Response};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,8 +56,33 @@ pub struct LoadedComponent {
     pub loaded_at: SystemTime,
     /// Whether its compiled code came from the artifact cache.
     pub from_cache: bool,
+    /// How many requests one instance may serve (instance reuse), if the
+    /// manifest or the upload says (the registry sets it); else the host's
+    /// default. 0 or 1: a fresh instance per request.
+    pub instance_reuse: Option<u32>,
     /// Pre-instantiated with the linker: imports resolved and type-checked.
     pub(super) pre: bindings::HandlerPre<Invocation>,
+    /// Its idle warm instances (instance reuse); never another version's.
+    pub(super) warm: Arc<Pool<Warm>>,
+}
+
+impl LoadedComponent {
+    /// Retires its warm instances: those idle are dropped, and none is
+    /// kept after, until `serve_instances`. Called when it stops being
+    /// served (a swap).
+    pub fn retire_instances(&self) {
+        drop(self.warm.retire());
+    }
+
+    /// Lets it keep warm instances again (it serves again: a rollback).
+    pub fn serve_instances(&self) {
+        self.warm.revive();
+    }
+
+    /// Idle warm instances it holds now.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
+    }
 }
 
 impl std::fmt::Debug for LoadedComponent {

@@ -1,0 +1,183 @@
+//! Instance reuse (opt-in): a warm instance keeps its statics between the
+//! requests of one component version, up to its limit, and never past a
+//! version, a component, or a request that went wrong. The fixtures'
+//! `remember` action says how many requests its instance has served and
+//! whether its statics were as built.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use std::time::Duration;
+use support::{TestHost, build_of, get, host_with, json, send};
+
+const ADMIN: &str = "admin-secret-for-tests";
+
+/// A host whose fixtures (at `/fixture` and, as a second component of the
+/// same file, `/twin`) run with `instance_reuse`.
+async fn reusing_host(instance_reuse: u32) -> TestHost {
+    host_with(
+        SandboxConfig {
+            instance_reuse,
+            deadline: Duration::from_millis(500),
+            ..SandboxConfig::default()
+        },
+        HttpLimits {
+            admin_token: Some(ADMIN.into()),
+            ..Default::default()
+        },
+        &[
+            ("fixtures", "fixtures.wasm", &["/fixture"]),
+            ("twin", "fixtures.wasm", &["/twin"]),
+        ],
+    )
+    .await
+}
+
+/// How many requests the instance that answered `GET {prefix}/remember`
+/// has served, that one included (1: a fresh instance); asserts that the
+/// statics were as built exactly when it is fresh.
+async fn served(h: &TestHost, prefix: &str) -> u64 {
+    let (response, body) = get(&h.app, &format!("{prefix}/remember")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(&body);
+    let served = body["served"].as_u64().expect("served");
+    let fresh = served == 1;
+    assert_eq!(body["dataFresh"], fresh, "{body}");
+    assert_eq!(body["zeroedFresh"], fresh, "{body}");
+    served
+}
+
+async fn status(h: &TestHost, uri: &str) -> StatusCode {
+    get(&h.app, uri).await.0.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_serves_up_to_its_limit_then_a_fresh_one_takes_over() {
+    let h = reusing_host(3).await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(served(&h, "/fixture").await);
+    }
+    assert_eq!(seen, [1, 2, 3, 1, 2, 3, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_reuse_every_request_gets_a_fresh_instance() {
+    for instance_reuse in [0, 1] {
+        let h = reusing_host(instance_reuse).await;
+        for _ in 0..5 {
+            assert_eq!(served(&h, "/fixture").await, 1, "reuse {instance_reuse}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_never_serves_another_component() {
+    let h = reusing_host(100).await;
+    assert_eq!(served(&h, "/fixture").await, 1);
+    assert_eq!(served(&h, "/fixture").await, 2);
+    assert_eq!(served(&h, "/twin").await, 1, "its own instance");
+    assert_eq!(served(&h, "/fixture").await, 3);
+    assert_eq!(served(&h, "/twin").await, 2);
+}
+
+fn upload(bytes: Vec<u8>) -> Request<Body> {
+    Request::put("/admin/components/fixtures")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(bytes))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_never_serves_another_version() {
+    let h = reusing_host(100).await;
+    assert_eq!(served(&h, "/fixture").await, 1);
+    assert_eq!(served(&h, "/fixture").await, 2);
+
+    let (response, body) = send(&h.app, upload(build_of("fixtures.wasm", 1))).await;
+    assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+    assert_eq!(served(&h, "/fixture").await, 1, "the new version's own");
+    assert_eq!(served(&h, "/fixture").await, 2);
+
+    let rollback = Request::post("/admin/components/fixtures/rollback")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (response, _) = send(&h.app, rollback).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        served(&h, "/fixture").await,
+        1,
+        "the swap away retired the first version's instance"
+    );
+    assert_eq!(served(&h, "/fixture").await, 2, "and it keeps new ones");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_goes_wrong_retires_its_instance() {
+    let h = reusing_host(100).await;
+    let wrong = [
+        ("/fixture/trap", StatusCode::INTERNAL_SERVER_ERROR),
+        ("/fixture/loop", StatusCode::GATEWAY_TIMEOUT),
+        ("/fixture/grow?kb=2048", StatusCode::OK),
+        ("/fixture/echo?status=503", StatusCode::SERVICE_UNAVAILABLE),
+    ];
+    for (uri, expected) in wrong {
+        assert_eq!(served(&h, "/fixture").await, 1, "before {uri}");
+        assert_eq!(served(&h, "/fixture").await, 2, "before {uri}");
+        assert_eq!(status(&h, uri).await, expected, "{uri}");
+        assert_eq!(
+            served(&h, "/fixture").await,
+            1,
+            "{uri} retired the instance it ran on"
+        );
+        // Start the next case on a fresh instance.
+        assert_eq!(
+            status(&h, "/fixture/trap").await,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // A request that ends well, a 4xx included, keeps it.
+    assert_eq!(served(&h, "/fixture").await, 1);
+    assert_eq!(
+        status(&h, "/fixture/echo?status=404").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(served(&h, "/fixture").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_sets_a_components_reuse_over_the_hosts_default() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = format!(
+        "{}instance_reuse = 2\n{}instance_reuse = 0\n",
+        support::manifest_of(&[("fixtures", "fixtures.wasm", &["/fixture"])]),
+        support::manifest_of(&[("twin", "fixtures.wasm", &["/twin"])])
+            .split_once('\n')
+            .expect("a dir line")
+            .1,
+    );
+    let app = support::build_with(
+        dir.path(),
+        &manifest,
+        false,
+        None,
+        None,
+        SandboxConfig {
+            instance_reuse: 100,
+            ..SandboxConfig::default()
+        },
+        HttpLimits::default(),
+    )
+    .await;
+    let h = TestHost { app, _dir: dir };
+    let mut fixtures = Vec::new();
+    let mut twin = Vec::new();
+    for _ in 0..4 {
+        fixtures.push(served(&h, "/fixture").await);
+        twin.push(served(&h, "/twin").await);
+    }
+    assert_eq!(fixtures, [1, 2, 1, 2]);
+    assert_eq!(twin, [1, 1, 1, 1]);
+}
