@@ -158,10 +158,14 @@ impl AdminApi {
         bytes: Vec<u8>,
         note: &str,
         canary: Option<u8>,
+        instance_reuse: Option<u32>,
     ) -> Result<String, CliError> {
         let size = bytes.len();
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("note", note);
+        if let Some(n) = instance_reuse {
+            query.append_pair("instance_reuse", &n.to_string());
+        }
         if let Some(share) = canary {
             if !(1..=99).contains(&share) {
                 return Err(CliError::Usage(format!(

@@ -64,6 +64,10 @@ struct DeployArgs {
     /// (1 to 99) beside the active version, until `promote` or `abort`.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
     canary: Option<u8>,
+    /// Requests one instance of this version may serve (instance reuse,
+    /// 0 to 1,000,000), on every host, whatever the manifest says.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    instance_reuse: Option<u32>,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -264,7 +268,13 @@ async fn main() -> anyhow::Result<()> {
                     .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
                 let api = admin(args.admin);
                 Ok(api
-                    .deploy(&args.component, bytes, &args.note, args.canary)
+                    .deploy(
+                        &args.component,
+                        bytes,
+                        &args.note,
+                        args.canary,
+                        args.instance_reuse,
+                    )
                     .await?)
             })
             .await

@@ -272,6 +272,10 @@ pub struct VersionInfo {
     pub loaded_at: u64,
     /// Whether its compiled code came from the artifact cache.
     pub compiled_from_cache: bool,
+    /// Requests one instance of it may serve, as its upload or manifest
+    /// entry says (absent: the host's `--instance-reuse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_reuse: Option<u32>,
 }
 
 impl From<&LoadedComponent> for VersionInfo {
@@ -285,6 +289,7 @@ impl From<&LoadedComponent> for VersionInfo {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             compiled_from_cache: c.from_cache,
+            instance_reuse: c.instance_reuse(),
         }
     }
 }
@@ -332,7 +337,7 @@ impl Registry {
             let in_namespace = |mut loaded: LoadedComponent| {
                 loaded.cache_namespace = cache_namespace.clone();
                 loaded.stale_grace = spec.stale_grace();
-                loaded.instance_reuse = spec.instance_reuse;
+                loaded.set_instance_reuse(spec.instance_reuse);
                 Arc::new(loaded)
             };
             let deployed = match store.as_ref().map(|store| store.load(&spec.name)) {
@@ -684,11 +689,12 @@ impl Registry {
         name: &str,
         mut version: LoadedComponent,
         note: &str,
+        instance_reuse: Option<u32>,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
-        version.instance_reuse = slot.instance_reuse;
+        version.set_instance_reuse(instance_reuse.or(slot.instance_reuse));
         let Some((fleet, _)) = &self.fleet else {
             return self.deploy_local(name, version);
         };
@@ -702,11 +708,13 @@ impl Registry {
                     digest: &serving.digest,
                     bytes: &serving.bytes,
                     note: "serving before the first deploy",
+                    instance_reuse: None,
                 },
                 Upload {
                     digest: &version.digest,
                     bytes: &version.bytes,
                     note,
+                    instance_reuse,
                 },
             )
             .await
@@ -714,8 +722,11 @@ impl Registry {
         // The deploy ended any canary.
         Self::set_canary(slot, None);
         // The same bytes again: nothing to swap, but still a deploy (its
-        // subscribers, such as warming, run).
+        // subscribers, such as warming, run), and its instance reuse is
+        // the one this upload recorded.
+        let reuse = version.instance_reuse();
         if !self.swap_to(name, slot, Arc::new(version)) {
+            slot.current.load().set_instance_reuse(reuse);
             let _ = self.swaps.send(name.to_string());
         }
         self.mirror(name, slot).await;
@@ -798,11 +809,12 @@ impl Registry {
         mut version: LoadedComponent,
         note: &str,
         share: u8,
+        instance_reuse: Option<u32>,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
-        version.instance_reuse = slot.instance_reuse;
+        version.set_instance_reuse(instance_reuse.or(slot.instance_reuse));
         let Some((fleet, _)) = &self.fleet else {
             return Err(RegistryError::NoFleet);
         };
@@ -815,11 +827,13 @@ impl Registry {
                     digest: &serving.digest,
                     bytes: &serving.bytes,
                     note: "serving before the first deploy",
+                    instance_reuse: None,
                 },
                 Upload {
                     digest: &version.digest,
                     bytes: &version.bytes,
                     note,
+                    instance_reuse,
                 },
                 share,
             )
@@ -1014,6 +1028,7 @@ impl Registry {
                     digest: &v.digest,
                     bytes: &v.bytes,
                     note: "imported from a host's local deployments",
+                    instance_reuse: None,
                 })
                 .collect();
             match fleet.import(name, &uploads).await {
@@ -1035,7 +1050,32 @@ impl Registry {
         for (name, slot) in &self.slots {
             self.converge_canary(name, slot, canaries.get(name)).await?;
         }
+        if let Err(e) = self.follow_instance_reuse(fleet).await {
+            tracing::warn!(error = %e, "cannot read the versions' instance reuse; trying again at the next convergence");
+        }
         self.collect_artifacts();
+        Ok(())
+    }
+
+    /// Gives every version held here the instance reuse the record says
+    /// it was uploaded with (else its manifest entry's): versions loaded
+    /// from the local copy at start, or kept from before, learn it here.
+    async fn follow_instance_reuse(&self, fleet: &VersionStore) -> Result<(), crate::db::DbError> {
+        let recorded = fleet.instance_reuse().await?;
+        for (name, slot) in &self.slots {
+            let canary = slot.canary.load_full().map(|c| c.version.clone());
+            let held: Vec<Arc<LoadedComponent>> = Self::lock(slot)
+                .iter()
+                .cloned()
+                .chain([slot.current.load_full()])
+                .chain(canary)
+                .collect();
+            for version in held {
+                let key = (name.clone(), version.digest.clone());
+                let reuse = recorded.get(&key).copied().or(slot.instance_reuse);
+                version.set_instance_reuse(reuse);
+            }
+        }
         Ok(())
     }
 
@@ -1159,7 +1199,7 @@ impl Registry {
         if self.unloadable_contains(&key) {
             return Ok(None);
         }
-        let Some(bytes) = fleet.bytes(name, digest).await? else {
+        let Some((bytes, instance_reuse)) = fleet.bytes(name, digest).await? else {
             // Rolled back meanwhile: the next pass reads the record again.
             tracing::debug!(
                 component = name,
@@ -1175,7 +1215,7 @@ impl Registry {
             Ok(Ok(mut loaded)) if loaded.digest == digest => {
                 loaded.cache_namespace = slot.cache_namespace.clone();
                 loaded.stale_grace = slot.stale_grace;
-                loaded.instance_reuse = slot.instance_reuse;
+                loaded.set_instance_reuse(instance_reuse.or(slot.instance_reuse));
                 return Ok(Some(Arc::new(loaded)));
             }
             Ok(Ok(loaded)) => format!(

@@ -111,6 +111,15 @@ impl Manifest {
                     c.name
                 );
             }
+            if let Some(n) = c.instance_reuse
+                && n > crate::runtime::MAX_INSTANCE_REUSE
+            {
+                bail!(
+                    "the instance_reuse {n} of {:?} is over {}",
+                    c.name,
+                    crate::runtime::MAX_INSTANCE_REUSE
+                );
+            }
             if !names.insert(c.name.as_str()) {
                 bail!("component {:?} is listed twice", c.name);
             }

@@ -43,6 +43,8 @@ pub struct Recorded {
     pub size: i64,
     pub uploaded_at: i64,
     pub note: String,
+    /// Requests one instance may serve, as its upload said.
+    pub instance_reuse: Option<u32>,
 }
 
 /// A host of the fleet, as its last heartbeat left it.
@@ -101,6 +103,8 @@ pub struct Upload<'a> {
     pub digest: &'a str,
     pub bytes: &'a [u8],
     pub note: &'a str,
+    /// Requests one instance may serve, if the upload said.
+    pub instance_reuse: Option<u32>,
 }
 
 /// The versions table and history, through the host's view of the
@@ -116,19 +120,24 @@ pub struct VersionStore {
 const ACTIVE: &str = "SELECT h.component, h.digest FROM component_history h \
      JOIN (SELECT component, MAX(seq) AS seq FROM component_history GROUP BY component) m \
      ON h.component = m.component AND h.seq = m.seq";
-const HISTORY: &str = "SELECT v.digest, v.size, v.uploaded_at, v.note FROM component_history h \
+const HISTORY: &str = "SELECT v.digest, v.size, v.uploaded_at, v.note, v.instance_reuse FROM component_history h \
      JOIN component_versions v ON v.component = h.component AND v.digest = h.digest \
      WHERE h.component = $1 ORDER BY h.seq";
-const BYTES: &str = "SELECT bytes FROM component_versions WHERE component = $1 AND digest = $2";
+const BYTES: &str =
+    "SELECT bytes, instance_reuse FROM component_versions WHERE component = $1 AND digest = $2";
+/// The instance reuse every version that has one was uploaded with.
+const REUSE: &str = "SELECT component, digest, instance_reuse FROM component_versions \
+     WHERE instance_reuse IS NOT NULL";
 const HAS_HISTORY: &str = "SELECT COUNT(*) FROM component_history WHERE component = $1";
 /// A version's bytes: stored, or stored again over what was there (the
 /// digest names validated bytes, so this repairs a corrupted copy).
-const ADD_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (component, digest) DO UPDATE \
-     SET bytes = excluded.bytes, size = excluded.size, note = excluded.note, uploaded_at = excluded.uploaded_at";
+const ADD_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at, instance_reuse) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (component, digest) DO UPDATE \
+     SET bytes = excluded.bytes, size = excluded.size, note = excluded.note, uploaded_at = excluded.uploaded_at, \
+     instance_reuse = excluded.instance_reuse";
 /// `ADD_VERSION` for a component without history only.
-const SEED_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at) \
-     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM component_history WHERE component = $7) \
+const SEED_VERSION: &str = "INSERT INTO component_versions (component, digest, bytes, size, note, uploaded_at, instance_reuse) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM component_history WHERE component = $8) \
      ON CONFLICT (component, digest) DO NOTHING";
 /// The first history row of a component without history only.
 const SEED: &str = "INSERT INTO component_history (component, seq, digest) \
@@ -215,6 +224,14 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
+/// A recorded instance reuse: a whole number that fits, else none.
+fn reuse_of(value: Option<&Value>) -> Option<u32> {
+    match value {
+        Some(Value::Int(n)) => u32::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
 impl VersionStore {
     /// The store in `db`, PostgreSQL or not.
     pub fn new(db: Arc<dyn Database>, postgres: bool) -> Self {
@@ -264,6 +281,7 @@ impl VersionStore {
                         size: *size,
                         uploaded_at: *uploaded_at,
                         note: note.clone(),
+                        instance_reuse: reuse_of(row.get(4)),
                     }),
                     _ => None,
                 },
@@ -271,20 +289,42 @@ impl VersionStore {
             .collect())
     }
 
-    /// The bytes of `component` at `digest`, if kept.
-    pub async fn bytes(&self, component: &str, digest: &str) -> Result<Option<Vec<u8>>, DbError> {
+    /// The bytes of `component` at `digest`, if kept, and the instance
+    /// reuse it was uploaded with.
+    pub async fn bytes(
+        &self,
+        component: &str,
+        digest: &str,
+    ) -> Result<Option<(Vec<u8>, Option<u32>)>, DbError> {
         let rows = self
             .db
             .query(BYTES, &[text(component), text(digest)])
             .await?;
+        Ok(rows.rows.into_iter().next().and_then(|row| {
+            let reuse = reuse_of(row.get(1));
+            match row.into_iter().next() {
+                Some(Value::Bytes(b)) => Some((b, reuse)),
+                _ => None,
+            }
+        }))
+    }
+
+    /// The instance reuse of every version uploaded with one, by
+    /// (component, digest).
+    pub async fn instance_reuse(&self) -> Result<HashMap<(String, String), u32>, DbError> {
+        let rows = self.db.query(REUSE, &[]).await?;
         Ok(rows
             .rows
             .into_iter()
-            .next()
-            .and_then(|row| match row.into_iter().next() {
-                Some(Value::Bytes(b)) => Some(b),
-                _ => None,
-            }))
+            .filter_map(
+                |row| match (row.first(), row.get(1), reuse_of(row.get(2))) {
+                    (Some(Value::Text(c)), Some(Value::Text(d)), Some(n)) => {
+                        Some(((c.clone(), d.clone()), n))
+                    }
+                    _ => None,
+                },
+            )
+            .collect())
     }
 
     /// Whether `component` has a recorded history.
@@ -306,6 +346,9 @@ impl VersionStore {
                 Value::Int(version.bytes.len() as i64),
                 text(version.note),
                 Value::Int(crate::now_ms()),
+                version
+                    .instance_reuse
+                    .map_or(Value::Null, |n| Value::Int(i64::from(n))),
             ],
         }
     }

@@ -100,7 +100,7 @@ async fn reload(name: &str, file: &Path, runtime: &Arc<Runtime>, registry: &Regi
         return;
     }
     match registry
-        .deploy(name, loaded, "the watched file changed")
+        .deploy(name, loaded, "the watched file changed", None)
         .await
     {
         Ok(info) => {

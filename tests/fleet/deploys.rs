@@ -472,12 +472,30 @@ async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
     };
 
     let said = api(a_addr, ADMIN)
-        .deploy("greeter", wasm("greeter_v2.wasm"), "the CLI's note", None)
+        .deploy(
+            "greeter",
+            wasm("greeter_v2.wasm"),
+            "the CLI's note",
+            None,
+            Some(50),
+        )
         .await
         .expect("deployed");
     let v2 = digest_of("greeter_v2.wasm");
     assert!(said.contains(&v2), "{said}");
     until_all_serve(&[&b], "v2").await;
+    let versions = listed(&b.app).await["fleet"]["versions"].clone();
+    let recorded = versions
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["digest"] == v2.as_str())
+        .cloned();
+    assert_eq!(
+        recorded.map(|v| v["instanceReuse"].clone()),
+        Some(serde_json::json!(50)),
+        "{versions}"
+    );
 
     let serving_v2 = format!("serves {}", &v2[..12]);
     let started = std::time::Instant::now();
@@ -508,7 +526,7 @@ async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
     // A canary through the CLI: listed, then promoted; then there is
     // none to abort.
     let said = api(a_addr, ADMIN)
-        .deploy("greeter", wasm("greeter_v2.wasm"), "canary", Some(30))
+        .deploy("greeter", wasm("greeter_v2.wasm"), "canary", Some(30), None)
         .await
         .expect("canary started");
     assert!(said.contains("serves 30% of requests"), "{said}");
@@ -547,4 +565,63 @@ async fn the_cli_deploys_lists_and_rolls_back_end_to_end() {
         .unwrap();
     let nobody = api(closed, ADMIN).list().await.unwrap_err();
     assert!(matches!(nobody, CliError::Unreachable { .. }), "{nobody}");
+}
+
+/// A host of `fleet` serving the fixtures at `/fixture`, fresh instances
+/// by default, with the admin API.
+async fn fixtures_host(fleet: &Fleet) -> TestHost {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = settings_with(
+        dir.path(),
+        &manifest_of(&[("fixtures", "fixtures.wasm", &["/fixture"])]),
+        false,
+        Some(fleet.schema.url.clone()),
+        Some(fleet.prefix.settings.clone()),
+        SandboxConfig::default(),
+        HttpLimits {
+            admin_token: Some(ADMIN.into()),
+            ..HttpLimits::default()
+        },
+    );
+    let app = host::build(&settings).await.expect("host builds");
+    TestHost { app, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_reuse_an_upload_names_holds_on_every_host() {
+    let Some(fleet) = Fleet::new().await else {
+        return;
+    };
+    let a = fixtures_host(&fleet).await;
+    let b = fixtures_host(&fleet).await;
+    let bytes = build_of("fixtures.wasm", 5);
+    let digest = hex_sha256(&bytes);
+    let request = Request::put("/admin/components/fixtures?instance_reuse=3")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(bytes))
+        .unwrap();
+    let (response, body) = send(&a.app, request).await;
+    assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+    let serving = |app: Router| {
+        let digest = digest.clone();
+        async move {
+            let request = Request::get("/admin/components")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap();
+            let (_, body) = send(&app, request).await;
+            json(&body)["components"][0]["current"]["digest"] == digest.as_str()
+        }
+    };
+    eventually("the other host serves the upload", || {
+        serving(b.app.clone())
+    })
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (response, body) = get(&b.app, "/fixture/remember").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        seen.push(json(&body)["served"].as_u64().expect("served"));
+    }
+    assert_eq!(seen, [1, 2, 3, 1], "one instance serves three requests");
 }

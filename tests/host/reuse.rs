@@ -38,7 +38,12 @@ async fn reusing_host(instance_reuse: u32) -> TestHost {
 /// has served, that one included (1: a fresh instance); asserts that the
 /// statics were as built exactly when it is fresh.
 async fn served(h: &TestHost, prefix: &str) -> u64 {
-    let (response, body) = get(&h.app, &format!("{prefix}/remember")).await;
+    served_by(&h.app, prefix).await
+}
+
+/// `served` of the host behind `app`.
+async fn served_by(app: &axum::Router, prefix: &str) -> u64 {
+    let (response, body) = get(app, &format!("{prefix}/remember")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(&body);
     let served = body["served"].as_u64().expect("served");
@@ -83,7 +88,12 @@ async fn a_warm_instance_never_serves_another_component() {
 }
 
 fn upload(bytes: Vec<u8>) -> Request<Body> {
-    Request::put("/admin/components/fixtures")
+    upload_with(bytes, "")
+}
+
+/// `PUT /admin/components/fixtures?{query}` with `bytes`.
+fn upload_with(bytes: Vec<u8>, query: &str) -> Request<Body> {
+    Request::put(format!("/admin/components/fixtures?{query}"))
         .header("authorization", format!("Bearer {ADMIN}"))
         .body(Body::from(bytes))
         .unwrap()
@@ -180,4 +190,80 @@ async fn the_manifest_sets_a_components_reuse_over_the_hosts_default() {
     }
     assert_eq!(fixtures, [1, 2, 1, 2]);
     assert_eq!(twin, [1, 1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_sets_its_versions_reuse_which_outlives_a_restart() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let start = || {
+        support::build_in(
+            dir.path(),
+            None,
+            None,
+            SandboxConfig::default(),
+            HttpLimits {
+                admin_token: Some(ADMIN.into()),
+                ..Default::default()
+            },
+            &[("fixtures", "fixtures.wasm", &["/fixture"])],
+        )
+    };
+    let first = start().await;
+    assert_eq!(served_by(&first, "/fixture").await, 1);
+    assert_eq!(served_by(&first, "/fixture").await, 1, "fresh by default");
+
+    let (response, body) = send(
+        &first,
+        upload_with(build_of("fixtures.wasm", 1), "instance_reuse=2&note=warm"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+    assert_eq!(json(&body)["current"]["instanceReuse"], 2);
+    let seen = [
+        served_by(&first, "/fixture").await,
+        served_by(&first, "/fixture").await,
+        served_by(&first, "/fixture").await,
+    ];
+    assert_eq!(seen, [1, 2, 1]);
+
+    for bad in [
+        "instance_reuse=-1",
+        "instance_reuse=two",
+        "instance_reuse=1000001",
+    ] {
+        let (response, body) = send(&first, upload_with(build_of("fixtures.wasm", 2), bad)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(support::error_code(&body), "bad_request", "{bad}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("instance_reuse"),
+            "{bad}: the message names the parameter"
+        );
+    }
+    assert_eq!(
+        served_by(&first, "/fixture").await,
+        2,
+        "a refused upload changed nothing"
+    );
+    drop(first);
+
+    let second = start().await;
+    let seen = [
+        served_by(&second, "/fixture").await,
+        served_by(&second, "/fixture").await,
+        served_by(&second, "/fixture").await,
+    ];
+    assert_eq!(seen, [1, 2, 1], "the recorded reuse serves after a restart");
+
+    let rollback = Request::post("/admin/components/fixtures/rollback")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (response, _) = send(&second, rollback).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(served_by(&second, "/fixture").await, 1);
+    assert_eq!(
+        served_by(&second, "/fixture").await,
+        1,
+        "the version before was uploaded without it: fresh"
+    );
 }

@@ -7,14 +7,17 @@
 //!   (SHA-256 digest, size, load time) and the previous versions kept on
 //!   this host, and `fleet`: the active version, the versions the database
 //!   keeps, and what each live host serves since when;
-//! - `PUT /admin/components/{name}[?note=…][&canary=N]` with the `.wasm`
+//! - `PUT /admin/components/{name}[?note=…][&canary=N][&instance_reuse=N]` with the `.wasm`
 //!   bytes as the body: compiled off the request path, checked against
 //!   the `handler` world (400 or 422 with the reason if not; the running
 //!   version keeps serving), recorded in the database with the note (503
 //!   if it cannot be, 409 if it collided with another change of the
 //!   component), then swapped in; every host of the fleet follows. With
 //!   `canary=N` (1 to 99) it is the canary instead: served to N percent
-//!   of requests beside the active version (409 if it is the active one);
+//!   of requests beside the active version (409 if it is the active one).
+//!   With `instance_reuse=N` (0 to 1,000,000) one instance of this version
+//!   may serve N requests (instance reuse), on every host, whatever the
+//!   manifest says;
 //! - `POST /admin/components/{name}/promote`: the canary becomes the
 //!   active version, fleet-wide (409 if none runs);
 //! - `POST /admin/components/{name}/abort`: the canary ends, its share
@@ -144,6 +147,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
                 "size": v.size,
                 "uploadedAt": v.uploaded_at,
                 "note": v.note,
+                "instanceReuse": v.instance_reuse,
             })).collect::<Vec<_>>(),
             "hosts": serving,
         });
@@ -162,19 +166,29 @@ async fn activate(
 /// Longest uploader's note kept with a version, in characters.
 const MAX_NOTE_CHARS: usize = 1024;
 
-/// The query of `PUT /admin/components/{name}?note=…&canary=N`: the
-/// uploader's note (empty if none) and the canary share (`None`: a
-/// deploy). Anything else in it is refused, so that a misspelt
-/// `canary` never deploys to every request.
-fn upload_query(query: Option<&str>) -> Result<(String, Option<u8>), AppError> {
-    let (mut note, mut canary) = (None, None);
+/// What the query of `PUT /admin/components/{name}` asks.
+struct UploadQuery {
+    /// The uploader's note (empty if none).
+    note: String,
+    /// The canary share (`None`: a deploy).
+    canary: Option<u8>,
+    /// Requests one instance may serve (`None`: as the manifest says).
+    instance_reuse: Option<u32>,
+}
+
+/// The query of `PUT /admin/components/{name}?note=…&canary=N&instance_reuse=N`.
+/// Anything else in it is refused, so that a misspelt `canary` never
+/// deploys to every request.
+fn upload_query(query: Option<&str>) -> Result<UploadQuery, AppError> {
+    let (mut note, mut canary, mut reuse) = (None, None, None);
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let seen = match key.as_ref() {
             "note" => note.replace(value.into_owned()).is_some(),
             "canary" => canary.replace(value.into_owned()).is_some(),
+            "instance_reuse" => reuse.replace(value.into_owned()).is_some(),
             other => {
                 return Err(AppError::BadRequest(format!(
-                    "unknown query parameter {other:?}: an upload takes `note` and `canary`"
+                    "unknown query parameter {other:?}: an upload takes `note`, `canary` and `instance_reuse`"
                 )));
             }
         };
@@ -196,7 +210,20 @@ fn upload_query(query: Option<&str>) -> Result<(String, Option<u8>), AppError> {
             ))),
         })
         .transpose()?;
-    Ok((note, canary))
+    let max = crate::runtime::MAX_INSTANCE_REUSE;
+    let instance_reuse = reuse
+        .map(|n| match n.parse::<u32>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(AppError::BadRequest(format!(
+                "instance_reuse={n:?}: the requests one instance may serve are a whole number from 0 to {max}"
+            ))),
+        })
+        .transpose()?;
+    Ok(UploadQuery {
+        note,
+        canary,
+        instance_reuse,
+    })
 }
 
 async fn upload(
@@ -211,7 +238,11 @@ async fn upload(
             "no component named {name:?} in the manifest"
         )));
     }
-    let (note, canary) = upload_query(query.as_deref())?;
+    let UploadQuery {
+        note,
+        canary,
+        instance_reuse,
+    } = upload_query(query.as_deref())?;
     let body = super::read_body(&state.inner.limits, &headers, body, MAX_UPLOAD_BYTES).await?;
     let runtime = state.inner.runtime.clone();
     let compile_name = name.clone();
@@ -228,8 +259,16 @@ async fn upload(
         })?;
     let registry = &state.inner.registry;
     Ok(Json(match canary {
-        Some(share) => registry.deploy_canary(&name, loaded, &note, share).await?,
-        None => registry.deploy(&name, loaded, &note).await?,
+        Some(share) => {
+            registry
+                .deploy_canary(&name, loaded, &note, share, instance_reuse)
+                .await?
+        }
+        None => {
+            registry
+                .deploy(&name, loaded, &note, instance_reuse)
+                .await?
+        }
     }))
 }
 

@@ -39,7 +39,7 @@ pub use config::{
     DEFAULT_KEEP_RESIDENT, DEFAULT_MEMORY_INIT_COW, DEFAULT_PAGEMAP_SCAN,
     DEFAULT_REVALIDATE_WINDOW, DEFAULT_STACK_KEEP_RESIDENT, DEFAULT_STALE_GRACE, SandboxConfig,
 };
-pub use types::{InvokeError, LoadError, LoadedComponent};
+pub use types::{InvokeError, LoadError, LoadedComponent, MAX_INSTANCE_REUSE};
 
 use crate::cache::Cache;
 use crate::db::Database;
@@ -241,7 +241,7 @@ impl Runtime {
             bytes: bytes.into(),
             loaded_at: SystemTime::now(),
             from_cache,
-            instance_reuse: None,
+            instance_reuse: types::UNSET.into(),
             pre,
             warm,
         })
@@ -376,7 +376,7 @@ impl Runtime {
     /// How many requests one instance of `component` may serve.
     pub fn instance_reuse(&self, component: &LoadedComponent) -> u32 {
         component
-            .instance_reuse
+            .instance_reuse()
             .unwrap_or(self.sandbox.instance_reuse)
     }
 
@@ -484,19 +484,31 @@ impl Runtime {
         // trap, a deadline, a bad response, a 5xx, a failed database call
         // or grown memory retires the instance (dropped here).
         let served = served + 1;
-        if let Some(handler) = handler
-            && served < reuse
-            && result.as_ref().is_ok_and(|r| r.status < 500)
-            && !ran.database_failed
-            && !store.data().memory_grew()
-        {
-            store.data_mut().end();
-            let warm = Warm {
-                store,
-                handler,
-                served,
+        if reuse > 1 {
+            let retired = match (&handler, &result) {
+                _ if served >= reuse => Some("served its requests"),
+                (None, _) | (_, Err(_)) => Some("the request failed"),
+                (_, Ok(r)) if r.status >= 500 => Some("a 5xx"),
+                _ if ran.database_failed => Some("a database call failed"),
+                _ if store.data().memory_grew() => Some("its memory grew"),
+                _ => None,
             };
-            drop(component.warm.put(warm, Instant::now()));
+            match (retired, handler) {
+                (None, Some(handler)) => {
+                    store.data_mut().end();
+                    let warm = Warm {
+                        store,
+                        handler,
+                        served,
+                    };
+                    if component.warm.put(warm, Instant::now()).is_err() {
+                        tracing::debug!(component = %component.name, "warm instance dropped: the pool is retired or full");
+                    }
+                }
+                (why, _) => {
+                    tracing::debug!(component = %component.name, served, why = why.unwrap_or_default(), "warm instance retired");
+                }
+            }
         }
         (result, ran)
     }

@@ -8,6 +8,7 @@ use super::invocation::Invocation;
 use super::reuse::Pool;
 use crate::request::{Request, Response};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 use wasmtime::Trap;
 
@@ -57,16 +58,39 @@ pub struct LoadedComponent {
     /// Whether its compiled code came from the artifact cache.
     pub from_cache: bool,
     /// How many requests one instance may serve (instance reuse), if the
-    /// manifest or the upload says (the registry sets it); else the host's
-    /// default. 0 or 1: a fresh instance per request.
-    pub instance_reuse: Option<u32>,
+    /// upload or the manifest says (the registry sets it, and may change
+    /// it as the fleet's record says); `UNSET`: the host's default. 0 or
+    /// 1: a fresh instance per request.
+    pub(super) instance_reuse: AtomicU32,
     /// Pre-instantiated with the linker: imports resolved and type-checked.
     pub(super) pre: bindings::HandlerPre<Invocation>,
     /// Its idle warm instances (instance reuse); never another version's.
     pub(super) warm: Arc<Pool<Warm>>,
 }
 
+/// `LoadedComponent::instance_reuse` when neither the upload nor the
+/// manifest says.
+pub(super) const UNSET: u32 = u32::MAX;
+
+/// The most requests one instance may be given to serve.
+pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
+
 impl LoadedComponent {
+    /// How many requests one instance may serve, if its upload or its
+    /// manifest entry says.
+    pub fn instance_reuse(&self) -> Option<u32> {
+        match self.instance_reuse.load(Ordering::Relaxed) {
+            UNSET => None,
+            n => Some(n),
+        }
+    }
+
+    /// Sets what `instance_reuse` says (capped at `MAX_INSTANCE_REUSE`).
+    pub fn set_instance_reuse(&self, reuse: Option<u32>) {
+        let n = reuse.map_or(UNSET, |n| n.min(MAX_INSTANCE_REUSE));
+        self.instance_reuse.store(n, Ordering::Relaxed);
+    }
+
     /// Retires its warm instances: those idle are dropped, and none is
     /// kept after, until `serve_instances`. Called when it stops being
     /// served (a swap).
