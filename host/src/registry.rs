@@ -623,6 +623,9 @@ impl Registry {
     /// Makes `canary` the canary of `slot` (or none); the version of the
     /// one it replaces keeps no warm instances from now on.
     fn set_canary(slot: &Slot, canary: Option<Arc<Canary>>) {
+        if let Some(new) = &canary {
+            new.version.serve_instances();
+        }
         if let Some(ended) = slot.canary.swap(canary) {
             Self::retire_canary(slot, &ended);
         }

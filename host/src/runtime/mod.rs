@@ -80,9 +80,8 @@ pub struct Capabilities {
 
 pub use crate::request::{Principal, Request, Response};
 
-/// How often, in epoch ticks, the ticker drops warm instances idle for
-/// `reuse::IDLE_FOR`: every second.
-const SWEEP_EVERY_TICKS: u32 = 200;
+/// How often the sweeper drops warm instances idle for `reuse::IDLE_FOR`.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A warm instance (instance reuse): its store, its exports, and how many
 /// requests it has served.
@@ -104,7 +103,7 @@ fn sweep(pools: &Pools) {
         pools.iter().filter_map(Weak::upgrade).collect()
     };
     for pool in live {
-        drop(pool.sweep(now));
+        pool.sweep(now);
     }
 }
 
@@ -166,24 +165,31 @@ impl Runtime {
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
         let pools: Pools = Arc::default();
-        let ticker_pools = pools.clone();
+        let sweeper_pools = pools.clone();
         // A plain thread rather than a tokio task: it must keep ticking even
         // when every worker thread is busy running wasm, since the ticks are
         // what make that wasm yield.
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
-                let mut ticks = 0u32;
                 while !ticker_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     ticker_engine.increment_epoch();
-                    ticks = ticks.wrapping_add(1);
-                    if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
-                        sweep(&ticker_pools);
-                    }
                 }
             })
             .context("starting the epoch ticker")?;
+        // Its own thread, so that dropping instances (resetting their
+        // memory) never delays a tick.
+        let sweeper_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("warm-sweeper".into())
+            .spawn(move || {
+                while !sweeper_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(SWEEP_EVERY);
+                    sweep(&sweeper_pools);
+                }
+            })
+            .context("starting the warm instance sweeper")?;
 
         Ok(Self {
             engine,
@@ -440,7 +446,14 @@ impl Runtime {
     ) -> (Result<Response, InvokeError>, Ran) {
         let expires = Instant::now() + deadline;
         let reuse = self.instance_reuse(component);
-        let (mut store, warm_handler, served) = match component.warm.take() {
+        // A warm instance only while the version reuses: one whose reuse
+        // was turned off serves none of those it left idle.
+        let warm = if reuse > 1 {
+            component.warm.take()
+        } else {
+            None
+        };
+        let (mut store, warm_handler, served) = match warm {
             Some(mut warm) => {
                 warm.store.data_mut().begin(expires, reading, filling);
                 (warm.store, Some(warm.handler), warm.served)
@@ -490,6 +503,8 @@ impl Runtime {
                 (None, _) | (_, Err(_)) => Some("the request failed"),
                 (_, Ok(r)) if r.status >= 500 => Some("a 5xx"),
                 _ if ran.database_failed => Some("a database call failed"),
+                // Its database calls were refused, unseen by `ran`.
+                _ if reading == Reading::Stale => Some("a stale replay"),
                 _ if store.data().memory_grew() => Some("its memory grew"),
                 _ => None,
             };

@@ -99,27 +99,33 @@ impl<T> Pool<T> {
         Ok(())
     }
 
-    /// Removes the instances idle since before `now - IDLE_FOR`, to be
-    /// dropped (outside the lock).
-    pub(crate) fn sweep(&self, now: Instant) -> Vec<T> {
+    /// Drops the instances idle since before `now - IDLE_FOR`; how many.
+    pub(crate) fn sweep(&self, now: Instant) -> usize {
         let mut idle = self.idle();
         let stale = idle
             .iter()
             .take_while(|(_, since)| now.saturating_duration_since(*since) >= IDLE_FOR)
             .count();
-        let gone: Vec<T> = idle.drain(..stale).map(|(t, _)| t).collect();
+        let gone: Vec<(T, Instant)> = idle.drain(..stale).collect();
         drop(idle);
-        self.budget.release(gone.len());
-        gone
+        self.drop_all(gone)
     }
 
-    /// Retires the pool: its idle instances are removed, to be dropped,
-    /// and none is kept after.
-    pub(crate) fn retire(&self) -> Vec<T> {
+    /// Retires the pool: its idle instances are dropped, and none is kept
+    /// after (until `revive`); how many were dropped.
+    pub(crate) fn retire(&self) -> usize {
         self.retired.store(true, Ordering::Release);
-        let gone: Vec<T> = self.idle().drain(..).map(|(t, _)| t).collect();
-        self.budget.release(gone.len());
-        gone
+        let gone: Vec<(T, Instant)> = self.idle().drain(..).collect();
+        self.drop_all(gone)
+    }
+
+    /// Drops `gone` (outside the lock), then gives back their places:
+    /// never more instances alive than places and running requests.
+    fn drop_all(&self, gone: Vec<(T, Instant)>) -> usize {
+        let n = gone.len();
+        drop(gone);
+        self.budget.release(n);
+        n
     }
 
     /// Undoes `retire`: the version serves again (a rollback to it).
@@ -135,8 +141,8 @@ impl<T> Pool<T> {
 
 impl<T> Drop for Pool<T> {
     fn drop(&mut self) {
-        let held = self.idle().len();
-        self.budget.release(held);
+        let gone: Vec<(T, Instant)> = self.idle().drain(..).collect();
+        self.drop_all(gone);
     }
 }
 
@@ -178,9 +184,10 @@ mod tests {
         let start = Instant::now();
         pool.put(1, start).unwrap();
         pool.put(2, start + IDLE_FOR / 2).unwrap();
-        assert!(pool.sweep(start + IDLE_FOR / 2).is_empty());
-        assert_eq!(pool.sweep(start + IDLE_FOR), vec![1]);
-        assert_eq!((pool.len(), budget.held()), (1, 1));
+        assert_eq!(pool.sweep(start + IDLE_FOR / 2), 0);
+        assert_eq!(pool.sweep(start + IDLE_FOR), 1);
+        assert_eq!(pool.take(), Some(2), "the newer one stays");
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]
@@ -189,7 +196,7 @@ mod tests {
         let pool = Pool::new(budget.clone());
         let now = Instant::now();
         pool.put(1, now).unwrap();
-        assert_eq!(pool.retire(), vec![1]);
+        assert_eq!(pool.retire(), 1);
         assert_eq!(pool.put(2, now), Err(2));
         assert_eq!((pool.len(), budget.held()), (0, 0));
         pool.revive();

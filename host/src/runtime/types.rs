@@ -95,7 +95,7 @@ impl LoadedComponent {
     /// kept after, until `serve_instances`. Called when it stops being
     /// served (a swap).
     pub fn retire_instances(&self) {
-        drop(self.warm.retire());
+        self.warm.retire();
     }
 
     /// Lets it keep warm instances again (it serves again: a rollback).
