@@ -231,6 +231,11 @@ async fn prepare(gate: &db::Gate, demo: Option<&seed::DemoSpec>) -> Result<(), d
             seed::SeedOutcome::Skipped => {
                 tracing::info!("the database already holds data; no demo data generated")
             }
+            seed::SeedOutcome::Concurrent => {
+                tracing::info!(
+                    "another host is generating the demo data; it is ready when that host says so"
+                )
+            }
         }
     }
     gate.mark_ready();

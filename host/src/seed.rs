@@ -170,6 +170,9 @@ pub enum SeedOutcome {
     /// The database holds other data (or a partial, interrupted seed); it
     /// was left alone.
     Skipped,
+    /// Another host started generating it at the same moment (its first
+    /// rows collided with this host's); that host goes on.
+    Concurrent,
 }
 
 /// Generates the demo dataset if the database is empty.
@@ -188,8 +191,13 @@ pub async fn seed_if_empty(db: &dyn Database, spec: &DemoSpec) -> Result<SeedOut
     if count(db, "SELECT COUNT(*) FROM categories", &[]).await? > 0 {
         return Ok(SeedOutcome::Skipped);
     }
-    generate(db, spec).await?;
-    Ok(SeedOutcome::Generated)
+    match generate(db, spec).await {
+        Ok(()) => Ok(SeedOutcome::Generated),
+        // Every table's rows have keys, and the first table is inserted
+        // first: a host that collides there stops, and only one goes on.
+        Err(DbError::Constraint(_)) => Ok(SeedOutcome::Concurrent),
+        Err(e) => Err(e),
+    }
 }
 
 async fn count(db: &dyn Database, sql: &str, params: &[Value]) -> Result<i64, DbError> {

@@ -625,3 +625,24 @@ async fn the_instance_reuse_an_upload_names_holds_on_every_host() {
     }
     assert_eq!(seen, [1, 2, 3, 1], "one instance serves three requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_starting_at_once_on_a_new_schema_all_come_up() {
+    // Several rounds: the race between hosts preparing the database's
+    // component role is not lost every time.
+    for _ in 0..3 {
+        let Some(fleet) = Fleet::new().await else {
+            return;
+        };
+        let url = || fleet.schema.url.clone();
+        let hosts = tokio::join!(
+            greeter_host(&fleet, url()),
+            greeter_host(&fleet, url()),
+            greeter_host(&fleet, url()),
+            greeter_host(&fleet, url()),
+        );
+        for h in [&hosts.0, &hosts.1, &hosts.2, &hosts.3] {
+            assert_eq!(version(&h.app).await, "v1");
+        }
+    }
+}

@@ -18,6 +18,10 @@ use sqlx::types::chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::{Column, Encode, PgConnection, PgPool, Postgres, Row, Type, TypeInfo, ValueRef};
 use std::str::FromStr;
 
+/// The advisory lock `prepare_component_role` holds while it works (any
+/// fixed number: the role is the whole server's).
+const ROLE_LOCK: i64 = 0x6d6b_7470_726f_6c65;
+
 /// The role component statements run under: created by `migrate`, with
 /// grants on `COMPONENT_TABLES` only.
 pub const COMPONENT_ROLE: &str = "marketplace_component";
@@ -141,18 +145,20 @@ impl PostgresDatabase {
              REVOKE ALL ON {host_tables} FROM {role}; \
              GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {role}"
         );
-        for sql in [create, join, grants] {
-            sqlx::raw_sql(&sql)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| match classify(e) {
-                    DbError::Other(message) => DbError::Other(format!(
-                        "preparing the role {role} that component SQL runs under: {message}; \
-                         connect as a user with CREATEROLE, or create the role and grant it to this user"
-                    )),
-                    other => other,
-                })?;
-        }
+        // One transaction (statements sent together run as one), under a
+        // lock: hosts starting at once would otherwise update the same
+        // catalog rows together ("tuple concurrently updated").
+        let sql = format!("SELECT pg_advisory_xact_lock({ROLE_LOCK}); {create}; {join}; {grants}");
+        sqlx::raw_sql(&sql)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match classify(e) {
+                DbError::Other(message) => DbError::Other(format!(
+                    "preparing the role {role} that component SQL runs under: {message}; \
+                     connect as a user with CREATEROLE, or create the role and grant it to this user"
+                )),
+                other => other,
+            })?;
         if self.connects_as_superuser().await? {
             tracing::warn!(
                 "the host connects to PostgreSQL as a superuser; component SQL runs as {role}, \
