@@ -29,10 +29,14 @@ for v in "$@"; do
   bench_serve "$envs" "${bin:-$HOST}" "$port" "$work/state-$name" "$work/$name.log" \
     --manifest "${manifest:-components.toml}" $flags
   pids+=("$!"); names+=("$name"); ports+=("$port")
+  trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+  # One after the other: hosts starting at once race to prepare the
+  # database's component role.
+  if ! wait_up "http://127.0.0.1:$port/api/marketplace/categories" 300 0.3 "$!"; then
+    echo "variant $name did not come up:" >&2; cat "$work/$name.log" >&2; exit 1
+  fi
 done
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 for p in "${ports[@]}"; do
-  wait_up "http://127.0.0.1:$p/api/marketplace/categories" 100 0.3
   warm_paths "http://127.0.0.1:$p"
   for c in $C; do
     wrk_out "$c" 2 "http://127.0.0.1:$p$LISTING" >/dev/null; wrk_out "$c" 2 "http://127.0.0.1:$p$DETAILS" >/dev/null
