@@ -131,6 +131,7 @@ async fn a_request_that_goes_wrong_retires_its_instance() {
         ("/fixture/trap", StatusCode::INTERNAL_SERVER_ERROR),
         ("/fixture/loop", StatusCode::GATEWAY_TIMEOUT),
         ("/fixture/grow?kb=2048", StatusCode::OK),
+        ("/fixture/leak", StatusCode::OK),
         ("/fixture/echo?status=503", StatusCode::SERVICE_UNAVAILABLE),
     ];
     for (uri, expected) in wrong {

@@ -265,6 +265,12 @@ impl Invocation {
         self.limits.grew = false;
     }
 
+    /// How many resources (WASI streams and the like) the instance holds
+    /// in its table now.
+    pub(crate) fn resources(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
     /// Readies a warm instance's state for its next request: everything a
     /// request holds is new (deadline, reading, stamp, budgets, what it
     /// did); the component's settings, the WASI context and the resource

@@ -22,8 +22,8 @@
 //! N > 1) accepts that its statics survive between up to N requests of
 //! the same version; an instance is never shared by two versions or two
 //! components, serves one request at a time, and is retired after N
-//! requests, an error, a 5xx, a failed database call, or any memory
-//! growth.
+//! requests, an error, a 5xx, a failed database call, any memory
+//! growth, or more resources held than after its first request.
 
 mod artifacts;
 mod bindings;
@@ -83,12 +83,13 @@ pub use crate::request::{Principal, Request, Response};
 /// How often the sweeper drops warm instances idle for `reuse::IDLE_FOR`.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// A warm instance (instance reuse): its store, its exports, and how many
-/// requests it has served.
+/// A warm instance (instance reuse): its store, its exports, how many
+/// requests it has served, and how many resources it held after its first.
 pub(crate) struct Warm {
     store: Store<Invocation>,
     handler: bindings::Handler,
     served: u32,
+    resources: usize,
 }
 
 /// Every component version's warm pool, for the idle sweep.
@@ -453,12 +454,16 @@ impl Runtime {
         } else {
             None
         };
-        let (mut store, warm_handler, served) = match warm {
+        let (mut store, warm_handler, served, held) = match warm {
             Some(mut warm) => {
                 warm.store.data_mut().begin(expires, reading, filling);
-                (warm.store, Some(warm.handler), warm.served)
+                let held = Some(warm.resources);
+                (warm.store, Some(warm.handler), warm.served, held)
             }
-            None => (self.store(component, expires, reading, filling), None, 0),
+            None => {
+                let store = self.store(component, expires, reading, filling);
+                (store, None, 0, None)
+            }
         };
         store.set_epoch_deadline(1);
 
@@ -498,6 +503,10 @@ impl Runtime {
         // or grown memory retires the instance (dropped here).
         let served = served + 1;
         if reuse > 1 {
+            // What it holds after its first request is what it keeps (a
+            // stream held in a static, say); more after a later one is a
+            // leak that would grow with every request.
+            let resources = store.data_mut().resources();
             let retired = match (&handler, &result) {
                 _ if served >= reuse => Some("served its requests"),
                 (None, _) | (_, Err(_)) => Some("the request failed"),
@@ -506,6 +515,7 @@ impl Runtime {
                 // Its database calls were refused, unseen by `ran`.
                 _ if reading == Reading::Stale => Some("a stale replay"),
                 _ if store.data().memory_grew() => Some("its memory grew"),
+                _ if held.is_some_and(|held| resources > held) => Some("it holds more resources"),
                 _ => None,
             };
             match (retired, handler) {
@@ -515,6 +525,7 @@ impl Runtime {
                         store,
                         handler,
                         served,
+                        resources: held.unwrap_or(resources),
                     };
                     if component.warm.put(warm, Instant::now()).is_err() {
                         tracing::debug!(component = %component.name, "warm instance dropped: the pool is retired or full");
