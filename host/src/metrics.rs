@@ -9,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Every metric of the host, ready to render.
@@ -56,6 +58,19 @@ struct Answered {
 pub struct RequestMetrics {
     answered: Family<Answered, Counter>,
     latency: Family<Version, Histogram, fn() -> Histogram>,
+    /// Each version's metrics, by component then digest, so that a request
+    /// finds them by its names without building its label sets.
+    handles: RwLock<HashMap<String, HashMap<String, Arc<Handles>>>>,
+}
+
+/// One version's metrics: its counters of the status classes 1xx to 5xx
+/// (each made on its first use, so that a class never seen is not shown)
+/// and its latency.
+struct Handles {
+    component: String,
+    digest: String,
+    answered: [OnceLock<Counter>; 5],
+    latency: Histogram,
 }
 
 impl RequestMetrics {
@@ -75,25 +90,88 @@ impl RequestMetrics {
             "From a request's routing to its answer (its body read included), per component version",
             latency.clone(),
         );
-        Self { answered, latency }
+        Self {
+            answered,
+            latency,
+            handles: RwLock::default(),
+        }
     }
 
     /// Records one request to `component` at `digest` answered with
     /// `status` after `took`.
     pub fn record(&self, component: &str, digest: &str, status: u16, took: Duration) {
-        let class = format!("{}xx", status / 100);
-        self.answered
-            .get_or_create(&Answered {
-                component: component.to_string(),
-                digest: digest.to_string(),
-                class,
+        let handles = self.handles(component, digest);
+        // Statuses are 100 to 599 (the runtime refuses others).
+        let class = usize::from(status / 100).clamp(1, 5);
+        handles.answered[class - 1]
+            .get_or_init(|| {
+                self.answered.get_or_create_owned(&Answered {
+                    component: handles.component.clone(),
+                    digest: handles.digest.clone(),
+                    class: format!("{class}xx"),
+                })
             })
             .inc();
-        self.latency
-            .get_or_create(&Version {
-                component: component.to_string(),
-                digest: digest.to_string(),
-            })
-            .observe(took.as_secs_f64());
+        handles.latency.observe(took.as_secs_f64());
+    }
+
+    /// The metrics of `component` at `digest`, made on its first request.
+    fn handles(&self, component: &str, digest: &str) -> Arc<Handles> {
+        let known = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = known.get(component).and_then(|v| v.get(digest)) {
+            return h.clone();
+        }
+        drop(known);
+        let version = Version {
+            component: component.to_string(),
+            digest: digest.to_string(),
+        };
+        let made = Arc::new(Handles {
+            component: component.to_string(),
+            digest: digest.to_string(),
+            answered: Default::default(),
+            latency: self.latency.get_or_create_owned(&version),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(version.component)
+            .or_default()
+            .entry(version.digest)
+            .or_insert(made)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_per_version_and_class_and_unseen_classes_are_not_shown() {
+        let metrics = Metrics::new(Registry::default());
+        let ms = Duration::from_millis(1);
+        metrics.requests.record("a", "d1", 200, ms);
+        metrics.requests.record("a", "d1", 204, ms);
+        metrics.requests.record("a", "d2", 503, ms);
+        metrics.requests.record("b", "d1", 404, ms);
+        let text = metrics.render();
+        let count = |labels: &str| {
+            text.lines()
+                .find(|l| l.starts_with("marketplace_requests_total{") && l.contains(labels))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        let d1 = r#"component="a",digest="d1",class="2xx""#;
+        assert_eq!(count(d1).as_deref(), Some("2"), "{text}");
+        let d2 = r#"component="a",digest="d2",class="5xx""#;
+        assert_eq!(count(d2).as_deref(), Some("1"), "{text}");
+        let b = r#"component="b",digest="d1",class="4xx""#;
+        assert_eq!(count(b).as_deref(), Some("1"), "{text}");
+        assert_eq!(count(r#"component="a",digest="d1",class="5xx""#), None);
+        assert_eq!(
+            text.matches("marketplace_request_duration_seconds_count{")
+                .count(),
+            3
+        );
     }
 }

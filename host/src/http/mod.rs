@@ -277,6 +277,10 @@ pub(super) async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(AppError::PayloadTooLarge(max));
     }
+    // No body at all (a GET): nothing to wait for.
+    if http_body::Body::size_hint(&body).exact() == Some(0) {
+        return Ok(Bytes::new());
+    }
     let expected = declared.unwrap_or(max as u64);
     let allowance =
         limits.body_timeout + Duration::from_secs(expected / limits.min_body_rate.max(1));
@@ -434,13 +438,15 @@ pub(super) async fn serve_component(
 /// missing `content-type` becomes `application/json` (but for a 304).
 fn into_http(response: ComponentResponse, component: &str) -> Result<Response, AppError> {
     let status = StatusCode::from_u16(response.status).map_err(|_| AppError::ComponentFailed)?;
-    let mut out = (status, response.body).into_response();
+    let mut out = Response::new(Body::from(response.body));
+    *out.status_mut() = status;
     let out_headers = out.headers_mut();
-    out_headers.remove(header::CONTENT_TYPE);
+    out_headers.reserve(response.headers.len() + 1);
     for (name, value) in response.headers {
+        // The value's buffer is kept, not copied.
         match (
             HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
+            HeaderValue::try_from(value),
         ) {
             (Ok(n), Ok(v)) => {
                 out_headers.append(n, v);
