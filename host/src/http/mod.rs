@@ -441,7 +441,9 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     let mut out = Response::new(Body::from(response.body));
     *out.status_mut() = status;
     let out_headers = out.headers_mut();
-    out_headers.reserve(response.headers.len() + 1);
+    // Room for them all at once, if the map can hold that many (else it
+    // grows as they come, and refuses what it cannot hold).
+    let _ = out_headers.try_reserve(response.headers.len() + 1);
     for (name, value) in response.headers {
         // The value's buffer is kept, not copied.
         match (

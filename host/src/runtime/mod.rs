@@ -23,7 +23,8 @@
 //! the same version; an instance is never shared by two versions or two
 //! components, serves one request at a time, and is retired after N
 //! requests, an error, a 5xx, a failed database call, any memory
-//! growth, or more resources held than after its first request.
+//! growth, or more resources held than after its first request (past a
+//! few opened late and kept, see `LAZY_RESOURCES`).
 
 mod artifacts;
 mod bindings;
@@ -91,6 +92,11 @@ pub(crate) struct Warm {
     served: u32,
     resources: usize,
 }
+
+/// How many more resources than after its first request a warm instance
+/// may hold after a later one: stdin, stdout and stderr, which wasi-libc
+/// opens on their first use and keeps, and one more.
+const LAZY_RESOURCES: usize = 4;
 
 /// Every component version's warm pool, for the idle sweep.
 type Pools = Arc<Mutex<Vec<Weak<reuse::Pool<Warm>>>>>;
@@ -499,12 +505,14 @@ impl Runtime {
             ),
         };
         // Kept warm only after a request that ended well in every way; a
-        // trap, a deadline, a bad response, a 5xx, a failed database call
-        // or grown memory retires the instance (dropped here).
+        // trap, a deadline, a bad response, a 5xx, a failed database call,
+        // grown memory or leaked resources retire the instance (dropped
+        // here).
         let served = served + 1;
         if reuse > 1 {
-            // What it holds after its first request is what it keeps (a
-            // stream held in a static, say); more after a later one is a
+            // What it holds after its first request is what it keeps, and
+            // `LAZY_RESOURCES` more that it may open later and keep (the
+            // stdio streams wasi-libc opens on first use); past that, a
             // leak that would grow with every request.
             let resources = store.data_mut().resources();
             let retired = match (&handler, &result) {
@@ -515,7 +523,9 @@ impl Runtime {
                 // Its database calls were refused, unseen by `ran`.
                 _ if reading == Reading::Stale => Some("a stale replay"),
                 _ if store.data().memory_grew() => Some("its memory grew"),
-                _ if held.is_some_and(|held| resources > held) => Some("it holds more resources"),
+                _ if held.is_some_and(|held| resources > held + LAZY_RESOURCES) => {
+                    Some("it holds more resources")
+                }
                 _ => None,
             };
             match (retired, handler) {
