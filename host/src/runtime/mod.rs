@@ -114,7 +114,27 @@ fn sweep(pools: &Pools) {
     }
 }
 
-/// Stops the epoch ticker thread when the runtime is dropped.
+/// Starts a thread named `name` that runs `work` every `period` until
+/// `stop` is set.
+fn every(
+    period: Duration,
+    name: &str,
+    stop: &Arc<AtomicBool>,
+    work: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(period);
+                work();
+            }
+        })
+        .map(drop)
+}
+
+/// Stops the epoch ticker and sweeper threads when the runtime is dropped.
 struct TickerGuard(Arc<AtomicBool>);
 
 impl Drop for TickerGuard {
@@ -170,33 +190,21 @@ impl Runtime {
         let warm_budget = reuse::Budget::new(config::warm_slots(&sandbox) as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
-        let ticker_stop = stop.clone();
         let pools: Pools = Arc::default();
         let sweeper_pools = pools.clone();
         // A plain thread rather than a tokio task: it must keep ticking even
         // when every worker thread is busy running wasm, since the ticks are
         // what make that wasm yield.
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !ticker_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
-            .context("starting the epoch ticker")?;
+        every(EPOCH_TICK, "epoch-ticker", &stop, move || {
+            ticker_engine.increment_epoch()
+        })
+        .context("starting the epoch ticker")?;
         // Its own thread, so that dropping instances (resetting their
         // memory) never delays a tick.
-        let sweeper_stop = stop.clone();
-        std::thread::Builder::new()
-            .name("warm-sweeper".into())
-            .spawn(move || {
-                while !sweeper_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(SWEEP_EVERY);
-                    sweep(&sweeper_pools);
-                }
-            })
-            .context("starting the warm instance sweeper")?;
+        every(SWEEP_EVERY, "warm-sweeper", &stop, move || {
+            sweep(&sweeper_pools)
+        })
+        .context("starting the warm instance sweeper")?;
 
         Ok(Self {
             engine,
