@@ -187,9 +187,9 @@ pub struct CanaryInfo {
 
 /// The version a request goes to, and the canary it was weighed against.
 pub struct Routed {
+    /// The version it goes to; every version of a component is loaded
+    /// under the component's name.
     pub component: Arc<LoadedComponent>,
-    /// The component's name.
-    name: String,
     /// The canary running when it was routed, and whether it took it.
     canary: Option<(Arc<Canary>, bool)>,
 }
@@ -457,7 +457,6 @@ impl Registry {
         Some(match canary {
             None => Routed {
                 component: current,
-                name: name.to_string(),
                 canary: None,
             },
             Some(canary) => {
@@ -468,7 +467,6 @@ impl Registry {
                     } else {
                         current
                     },
-                    name: name.to_string(),
                     canary: Some((canary, takes)),
                 }
             }
@@ -492,7 +490,7 @@ impl Registry {
         if canary.tripped.swap(true, Ordering::Relaxed) {
             return;
         }
-        let name = routed.name.as_str();
+        let name = routed.component.name.as_str();
         let Ok(slot) = self.slot(name) else {
             return;
         };

@@ -6,7 +6,7 @@
 //! in any other shape (from an older component version) reads as a miss and
 //! is overwritten.
 
-use crate::{Request, Response, cache, header, raw_json};
+use crate::{Header, Request, Response, cache, header, raw_json};
 use cache_entry::{entry as stored_entry, if_none_match_names, split_entry};
 
 pub use cache_entry::etag_of;
@@ -24,11 +24,15 @@ pub fn with_cache(
     if let Some(mut entry) = cache::get(key)
         && let Some(newline) = split_entry(&entry)
     {
-        // The body moves out of the entry in place: no second buffer.
-        let etag: String = String::from_utf8_lossy(&entry[..newline]).into_owned();
+        // The body moves out of the entry in place: no second buffer. The
+        // ETag is ASCII (`split_entry` checked it), so nothing is lost.
+        let etag = String::from_utf8_lossy(&entry[..newline]).into_owned();
         entry.drain(..=newline);
         let mut r = raw_json(200, entry);
-        r.headers.push(header("etag", &etag));
+        r.headers.push(Header {
+            name: "etag".into(),
+            value: etag,
+        });
         r.headers.push(header("x-cache", "HIT"));
         return r;
     }

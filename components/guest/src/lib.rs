@@ -72,9 +72,12 @@ pub fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Response {
 
 /// A response whose body is already JSON bytes.
 pub fn raw_json(status: u16, body: Vec<u8>) -> Response {
+    // Room for the `etag` and `x-cache` that `with_cache` adds.
+    let mut headers = Vec::with_capacity(3);
+    headers.push(header("content-type", "application/json"));
     Response {
         status,
-        headers: vec![header("content-type", "application/json")],
+        headers,
         body,
     }
 }

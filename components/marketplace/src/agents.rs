@@ -251,7 +251,7 @@ pub fn details(req: &Request, id: &str) -> Response {
         return not_found("no such agent");
     }
     let key = Key::new("marketplace:agent").text(Some(id)).build();
-    let tag = format!("agent:{id}");
+    let tag = ["agent:", id].concat();
     with_cache(&key, Ttl::LONG, &[&tag], || {
         let sql = format!(
             "SELECT {COLUMNS}, (SELECT COUNT(*) FROM installations i \
