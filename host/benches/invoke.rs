@@ -8,6 +8,8 @@
 //!   request it got (no capability calls): the floor of a request.
 //! - `instantiate_and_call/categories_hit`: the marketplace component
 //!   answers `GET /api/marketplace/categories` from the memory cache.
+//! - `reuse_and_call/describe`, `reuse_and_call/categories_hit`: the same
+//!   two with instance reuse on (a warm instance, no instantiation).
 //! - `native/categories_hit`: the same cache read done natively, for scale.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -98,9 +100,33 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let reused = |name: &str| {
+        let component = runtime.load(name, &component(name)).unwrap();
+        component.set_instance_reuse(Some(host::runtime::MAX_INSTANCE_REUSE));
+        component
+    };
+    let (fixtures, marketplace) = (reused("fixtures"), reused("marketplace"));
+    let mut group = c.benchmark_group("reuse_and_call");
+    group.bench_function("describe", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.invoke(&fixtures, get("/fixture/describe")))
+                .unwrap()
+        })
+    });
+    group.bench_function("categories_hit", |b| {
+        b.iter(|| {
+            let r = rt
+                .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
+                .unwrap();
+            assert_eq!(r.status, 200);
+            r
+        })
+    });
+    group.finish();
     c.bench_function("native/categories_hit", |b| {
         b.iter(|| {
-            rt.block_on(cache.get("marketplace:categories", &mut Stamp::default()))
+            rt.block_on(cache.get("marketplace/marketplace:categories", &mut Stamp::default()))
                 .unwrap()
         })
     });

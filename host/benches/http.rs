@@ -1,0 +1,130 @@
+//! One cache hit through the whole HTTP application, without sockets: the
+//! router, admission, the request's conversion, the component (or the
+//! native baseline) and the response, measured with criterion on one
+//! worker thread. What the load benchmarks (`bench/ab.sh`) add on top is
+//! the kernel: sockets, and waking the load generator. Needs the components
+//! built (`cargo xtask components`).
+//!
+//!     cargo bench -p host --bench http
+//!
+//! - `http/details_fresh`: `GET /api/marketplace/agents/{id}`, a fresh
+//!   instance per request.
+//! - `http/details_reuse`: the same with instance reuse (1000).
+//! - `http/details_native`: the native baseline's route for it
+//!   (`/native/...`), the same bytes.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use criterion::{Criterion, criterion_group, criterion_main};
+use host::Settings;
+use host::http::HttpLimits;
+use host::runtime::SandboxConfig;
+use http_body_util::BodyExt as _;
+use std::path::PathBuf;
+use tower::ServiceExt as _;
+
+/// A host on SQLite in `dir` with the demo data, the native baseline
+/// mounted, and `instance_reuse` as the components' default.
+async fn host(dir: &std::path::Path, instance_reuse: u32) -> Router {
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release");
+    assert!(
+        wasm.join("marketplace.wasm").exists(),
+        "build the components first (`cargo xtask components`)"
+    );
+    let manifest = dir.join("components.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "dir = {:?}\n[[component]]\nname = \"marketplace\"\nfile = \"marketplace.wasm\"\nroutes = [\"/api/marketplace\"]\n",
+            wasm.display().to_string()
+        ),
+    )
+    .unwrap();
+    let settings = Settings {
+        database_url: format!("sqlite://{}", dir.join("bench.db").display()),
+        db: host::db::DbOptions::default(),
+        demo_agents: 50,
+        manifest,
+        sandbox: SandboxConfig {
+            instance_reuse,
+            ..SandboxConfig::default()
+        },
+        http: HttpLimits {
+            native_baseline: true,
+            ..HttpLimits::default()
+        },
+        memory_cache_bytes: 16 << 20,
+        redis: None,
+        state_dir: dir.join("state"),
+        watch_components: false,
+        reconcile_every: host::RECONCILE_EVERY,
+        warm: host::warm::WarmSettings {
+            top: 0,
+            ..host::warm::WarmSettings::default()
+        },
+    };
+    host::build(&settings).await.unwrap()
+}
+
+/// The status and body of `GET path` through `app`.
+async fn get(app: &Router, path: &str) -> (StatusCode, axum::body::Bytes) {
+    let request = Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (fresh, reuse) = rt.block_on(async {
+        (
+            host(dirs[0].path(), 0).await,
+            host(dirs[1].path(), 1000).await,
+        )
+    });
+    let path = "/api/marketplace/agents/agent-000042";
+    let native = format!("/native{path}");
+    // The entries the hits read, and the check that both paths answer the
+    // same bytes.
+    let (wasm_bytes, native_bytes) = rt.block_on(async {
+        let (status, wasm) = get(&fresh, path).await;
+        assert_eq!(status, StatusCode::OK);
+        get(&reuse, path).await;
+        (wasm, get(&fresh, &native).await.1)
+    });
+    assert_eq!(
+        wasm_bytes, native_bytes,
+        "the baseline answers the same bytes"
+    );
+
+    let mut group = c.benchmark_group("http");
+    for (name, app, path) in [
+        ("details_fresh", &fresh, path),
+        ("details_reuse", &reuse, path),
+        ("details_native", &reuse, native.as_str()),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (status, body) = rt.block_on(get(app, path));
+                assert_eq!(status, StatusCode::OK);
+                body
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
