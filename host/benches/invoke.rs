@@ -39,6 +39,13 @@ fn get(path: &str) -> Request {
     }
 }
 
+/// Whether the component answered from the cache (`X-Cache: HIT`).
+fn is_hit(r: &host::runtime::Response) -> bool {
+    r.headers
+        .iter()
+        .any(|(name, value)| name == "x-cache" && value == "HIT")
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -96,6 +103,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
                 .unwrap();
             assert_eq!(r.status, 200);
+            assert!(is_hit(&r), "a cache hit every time");
             r
         })
     });
@@ -120,6 +128,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
                 .unwrap();
             assert_eq!(r.status, 200);
+            assert!(is_hit(&r), "a cache hit every time");
             r
         })
     });

@@ -693,6 +693,9 @@ impl Registry {
         instance_reuse: Option<u32>,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
+        // Named as its slot whatever it was compiled as: a canary's abort
+        // finds its slot by it (`observe`).
+        version.name = name.to_string();
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
         version.set_instance_reuse(instance_reuse.or(slot.instance_reuse));
@@ -813,6 +816,9 @@ impl Registry {
         instance_reuse: Option<u32>,
     ) -> Result<ComponentInfo, RegistryError> {
         let slot = self.slot(name)?;
+        // Named as its slot whatever it was compiled as: a canary's abort
+        // finds its slot by it (`observe`).
+        version.name = name.to_string();
         version.cache_namespace = slot.cache_namespace.clone();
         version.stale_grace = slot.stale_grace;
         version.set_instance_reuse(instance_reuse.or(slot.instance_reuse));
