@@ -80,59 +80,44 @@ fn bench(c: &mut Criterion) {
         let runtime = Runtime::new(SandboxConfig::default(), capabilities, None).unwrap();
         (runtime, cache)
     });
-    let fixtures = runtime.load("fixtures", &component("fixtures")).unwrap();
-    let marketplace = runtime
-        .load("marketplace", &component("marketplace"))
-        .unwrap();
-    // Warm the cache entry the hit benchmarks read.
-    let warm = rt
-        .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
-        .unwrap();
-    assert_eq!(warm.status, 200);
-
-    let mut group = c.benchmark_group("instantiate_and_call");
-    group.bench_function("describe", |b| {
-        b.iter(|| {
-            rt.block_on(runtime.invoke(&fixtures, get("/fixture/describe")))
-                .unwrap()
-        })
-    });
-    group.bench_function("categories_hit", |b| {
-        b.iter(|| {
-            let r = rt
-                .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
-                .unwrap();
-            assert_eq!(r.status, 200);
-            assert!(is_hit(&r), "a cache hit every time");
-            r
-        })
-    });
-    group.finish();
-
-    let reused = |name: &str| {
+    // Each component loaded twice: once fresh per request (the default),
+    // once reusing its instances.
+    let load = |name: &str, reuse: Option<u32>| {
         let component = runtime.load(name, &component(name)).unwrap();
-        component.set_instance_reuse(Some(host::runtime::MAX_INSTANCE_REUSE));
+        component.set_instance_reuse(reuse);
         component
     };
-    let (fixtures, marketplace) = (reused("fixtures"), reused("marketplace"));
-    let mut group = c.benchmark_group("reuse_and_call");
-    group.bench_function("describe", |b| {
-        b.iter(|| {
-            rt.block_on(runtime.invoke(&fixtures, get("/fixture/describe")))
-                .unwrap()
-        })
-    });
-    group.bench_function("categories_hit", |b| {
-        b.iter(|| {
-            let r = rt
-                .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
-                .unwrap();
-            assert_eq!(r.status, 200);
-            assert!(is_hit(&r), "a cache hit every time");
-            r
-        })
-    });
-    group.finish();
+    for (group, reuse) in [
+        ("instantiate_and_call", None),
+        ("reuse_and_call", Some(host::runtime::MAX_INSTANCE_REUSE)),
+    ] {
+        let fixtures = load("fixtures", reuse);
+        let marketplace = load("marketplace", reuse);
+        // Warm the cache entry the hit benchmarks read.
+        let warm = rt
+            .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
+            .unwrap();
+        assert_eq!(warm.status, 200);
+
+        let mut group = c.benchmark_group(group);
+        group.bench_function("describe", |b| {
+            b.iter(|| {
+                rt.block_on(runtime.invoke(&fixtures, get("/fixture/describe")))
+                    .unwrap()
+            })
+        });
+        group.bench_function("categories_hit", |b| {
+            b.iter(|| {
+                let r = rt
+                    .block_on(runtime.invoke(&marketplace, get("/api/marketplace/categories")))
+                    .unwrap();
+                assert_eq!(r.status, 200);
+                assert!(is_hit(&r), "a cache hit every time");
+                r
+            })
+        });
+        group.finish();
+    }
     c.bench_function("native/categories_hit", |b| {
         b.iter(|| {
             rt.block_on(cache.get("marketplace/marketplace:categories", &mut Stamp::default()))
