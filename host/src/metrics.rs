@@ -59,9 +59,16 @@ pub struct RequestMetrics {
     answered: Family<Answered, Counter>,
     latency: Family<Version, Histogram, fn() -> Histogram>,
     /// Each version's metrics, by component then digest, so that a request
-    /// finds them by its names without building its label sets.
-    handles: RwLock<HashMap<String, HashMap<String, Arc<Handles>>>>,
+    /// finds them by its names without building its label sets. Hashed
+    /// with foldhash: the names are the operator's, not a client's, so
+    /// SipHash's resistance to chosen collisions buys nothing, and it
+    /// costs about as much as the rest of `record`.
+    handles: RwLock<ByVersion>,
 }
+
+/// `RequestMetrics::handles`: by component, then by digest.
+type ByVersion = HashMap<String, HashMap<String, Arc<Handles>, Fast>, Fast>;
+type Fast = foldhash::fast::RandomState;
 
 /// One version's metrics: its counters of the status classes 1xx to 5xx
 /// (each made on its first use, so that a class never seen is not shown)

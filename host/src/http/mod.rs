@@ -306,11 +306,12 @@ pub const CLIENT_ID: &str = "x-client-id";
 /// then admits the request (so a slow body holds no permit), then serves it.
 pub(super) async fn dispatch(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Result<Response, AppError> {
+    // Taken apart, not extracted piece by piece: the extractors of the
+    // method, URI and headers clone them.
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     // A client told apart by its token or client id goes to the same
     // side of a canary on every request.
     let client = headers
@@ -335,7 +336,7 @@ pub(super) async fn dispatch(
     if let Ok(response) = &answer
         && anonymous_get
         && status == StatusCode::OK
-        && response.headers().contains_key("x-cache")
+        && response.headers().contains_key(X_CACHE)
         && let Some(target) = uri.path_and_query()
     {
         state.inner.warmer.record(&component.name, target.as_str());
@@ -434,6 +435,9 @@ pub(super) async fn serve_component(
     into_http(response, &component.name)
 }
 
+/// The header a cached answer says HIT, MISS or STALE in.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 /// Turns a component's response into an HTTP one, unchanged except that a
 /// missing `content-type` becomes `application/json` (but for a 304).
 fn into_http(response: ComponentResponse, component: &str) -> Result<Response, AppError> {
@@ -446,10 +450,14 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     let _ = out_headers.try_reserve(response.headers.len() + 1);
     for (name, value) in response.headers {
         // The value's buffer is kept, not copied.
-        match (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value),
-        ) {
+        // `x-cache`, on every cached answer, is not a standard name:
+        // parsing it would allocate it anew each time.
+        let name_parsed = if name == X_CACHE.as_str() {
+            Ok(X_CACHE)
+        } else {
+            HeaderName::try_from(name.as_str())
+        };
+        match (name_parsed, HeaderValue::try_from(value)) {
             (Ok(n), Ok(v)) => {
                 out_headers.append(n, v);
             }

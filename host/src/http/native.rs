@@ -13,11 +13,11 @@
 //! the component's. Comparing the two paths under load measures what the
 //! sandbox costs per request.
 
-use super::{AppError, AppState, serve_component};
+use super::{AppError, AppState, X_CACHE, serve_component};
 use crate::cache::Stamp;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -77,11 +77,10 @@ fn browse_key(pairs: &[(String, String)]) -> Option<String> {
     )
 }
 
-async fn browse(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
+async fn browse(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    // As `dispatch` does: the extractors of the URI and headers clone them.
+    let (parts, _) = request.into_parts();
+    let (uri, headers) = (parts.uri, parts.headers);
     let pairs: Vec<(String, String)> = uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -90,11 +89,10 @@ async fn browse(
     hit_or_component(state, key, uri, headers).await
 }
 
-async fn details(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
+async fn details(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    // As `dispatch` does: the extractors of the URI and headers clone them.
+    let (parts, _) = request.into_parts();
+    let (uri, headers) = (parts.uri, parts.headers);
     let id = uri
         .path()
         .rsplit('/')
@@ -167,9 +165,6 @@ async fn hit_or_component(
         .map_err(|_| AppError::BadRequest("unparsable path".into()))?;
     serve_component(&state, &component, Method::GET, &uri, headers, Bytes::new()).await
 }
-
-/// The header the components give their cache status in.
-const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
 #[cfg(test)]
 mod tests {

@@ -459,6 +459,7 @@ impl Runtime {
         deadline: Duration,
         filling: Vec<flights::FillGuard>,
     ) -> (Result<Response, InvokeError>, Ran) {
+        // One clock read for both the deadline and the timeout below.
         let expires = Instant::now() + deadline;
         let reuse = self.instance_reuse(component);
         // A warm instance only while the version reuses: one whose reuse
@@ -496,7 +497,7 @@ impl Runtime {
         // The epoch callback stops wasm that computes past the deadline; this
         // timeout also stops a request stuck in a host call. The small grace
         // lets the epoch path report first when both apply.
-        let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, run).await;
+        let outcome = tokio::time::timeout_at((expires + EPOCH_TICK * 4).into(), run).await;
         let memory_exceeded = store.data().memory_exceeded();
         let ran = store.data_mut().take_ran();
         let (result, handler) = match outcome {
