@@ -1,7 +1,7 @@
 //! Cache-aside with ETags, mirroring the original service's
 //! `withCache(key, ttl, tags, compute)`.
 //!
-//! The entry format (ETag, newline, body) and the ETag comparison are the
+//! The entry format (body, newline, ETag) and the ETag comparison are the
 //! `cache-entry` crate's, shared with the host's native baseline. An entry
 //! in any other shape (from an older component version) reads as a miss and
 //! is overwritten.
@@ -24,10 +24,10 @@ pub fn with_cache(
     if let Some(mut entry) = cache::get(key)
         && let Some(newline) = split_entry(&entry)
     {
-        // The body moves out of the entry in place: no second buffer. The
+        // The body is the entry cut short: no copy, no second buffer. The
         // ETag is ASCII (`split_entry` checked it), so nothing is lost.
-        let etag = String::from_utf8_lossy(&entry[..newline]).into_owned();
-        entry.drain(..=newline);
+        let etag = String::from_utf8_lossy(&entry[newline + 1..]).into_owned();
+        entry.truncate(newline);
         let mut r = raw_json(200, entry);
         r.headers.push(Header {
             name: "etag".into(),
