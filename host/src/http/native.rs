@@ -129,7 +129,7 @@ async fn hit_or_component(
         // runtime scopes them.
         let key = format!("{}/{key}", component.cache_namespace);
         let cache = &state.inner.runtime.capabilities().cache;
-        if let Some(mut entry) = cache.get(&key, &mut Stamp::default()).await
+        if let Some(entry) = cache.get(&key, &mut Stamp::default()).await
             && let Some(newline) = split_entry(&entry)
         {
             let etag = std::str::from_utf8(&entry[newline + 1..])
@@ -139,8 +139,6 @@ async fn hit_or_component(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| if_none_match_names(v, etag));
             let etag = HeaderValue::from_str(etag).map_err(|_| AppError::ComponentFailed)?;
-            // The body is the entry cut short, as the guest kit does.
-            entry.truncate(newline);
             let hit = HeaderValue::from_static("HIT");
             if not_modified {
                 return Ok((
@@ -156,7 +154,7 @@ async fn hit_or_component(
                     (header::ETAG, etag),
                     (X_CACHE, hit),
                 ],
-                Bytes::from(entry),
+                Bytes::copy_from_slice(&entry[..newline]),
             )
                 .into_response());
         }
