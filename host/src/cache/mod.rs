@@ -53,6 +53,21 @@ pub use tiered::{Backlog, TieredCache};
 use async_trait::async_trait;
 use std::time::Duration;
 
+/// `name` (a key or a tag) inside the cache namespace `namespace`:
+/// `{namespace}/{name}`. Namespaces are letters, digits, `-` and `_`, so
+/// the first `/` always ends one, and no component can name a key or tag
+/// of another namespace. The runtime scopes every key and tag a component
+/// names with it; the native baseline reads its entries through it.
+pub fn scoped(namespace: &str, name: &str) -> String {
+    // Joined by hand: this runs for every key of every request, and the
+    // formatter costs more than the copy.
+    let mut scoped = String::with_capacity(namespace.len() + 1 + name.len());
+    scoped.push_str(namespace);
+    scoped.push('/');
+    scoped.push_str(name);
+    scoped
+}
+
 /// The invalidation clocks as a request first saw them, one per tier the
 /// request has touched. Start with `Stamp::default()` per request; `seal`
 /// it before the request reads its data.

@@ -14,7 +14,7 @@
 //! sandbox costs per request.
 
 use super::{AppError, AppState, X_CACHE, serve_component};
-use crate::cache::Stamp;
+use crate::cache::{Stamp, scoped};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -127,7 +127,7 @@ async fn hit_or_component(
     if let Some(key) = key {
         // The component's entries live in its cache namespace, as the
         // runtime scopes them.
-        let key = format!("{}/{key}", component.cache_namespace);
+        let key = scoped(&component.cache_namespace, &key);
         let cache = &state.inner.runtime.capabilities().cache;
         if let Some(entry) = cache.get(&key, &mut Stamp::default()).await
             && let Some(newline) = split_entry(&entry)

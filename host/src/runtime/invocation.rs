@@ -233,18 +233,10 @@ impl Invocation {
         })
     }
 
-    /// `name` (a key or a tag) inside the component's cache namespace:
-    /// `{namespace}/{name}`. Namespaces are letters, digits, `-` and `_`, so
-    /// the first `/` always ends one, and no component can name a key or
-    /// tag of another namespace.
+    /// `name` (a key or a tag) inside the component's cache namespace (see
+    /// `crate::cache::scoped`).
     fn scoped(&self, name: &str) -> String {
-        // Joined by hand: this runs for every key of every request, and
-        // the formatter costs more than the copy.
-        let mut scoped = String::with_capacity(self.namespace.len() + 1 + name.len());
-        scoped.push_str(&self.namespace);
-        scoped.push('/');
-        scoped.push_str(name);
-        scoped
+        crate::cache::scoped(&self.namespace, name)
     }
 
     pub(crate) fn limits(&mut self) -> &mut Limits {
