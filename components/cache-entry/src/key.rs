@@ -17,7 +17,10 @@ impl Key {
     /// A key starting with `prefix` (for example `marketplace:agents`),
     /// which is taken as it is: it must be a constant.
     pub fn new(prefix: &str) -> Self {
-        Key(prefix.to_string())
+        // Room for a few parts, so that appending them seldom moves it.
+        let mut key = String::with_capacity(prefix.len() + 48);
+        key.push_str(prefix);
+        Key(key)
     }
 
     /// Appends a text part; `None` is encoded distinctly from every text.

@@ -23,10 +23,11 @@ pub fn with_cache(
 ) -> Response {
     if let Some(mut entry) = cache::get(key)
         && let Some(newline) = split_entry(&entry)
+        // ASCII (`split_entry` checked it), so always UTF-8.
+        && let Ok(etag) = std::str::from_utf8(&entry[newline + 1..])
     {
-        // The body is the entry cut short: no copy, no second buffer. The
-        // ETag is ASCII (`split_entry` checked it), so nothing is lost.
-        let etag = String::from_utf8_lossy(&entry[newline + 1..]).into_owned();
+        // The body is the entry cut short: no copy, no second buffer.
+        let etag = etag.to_owned();
         entry.truncate(newline);
         let mut r = raw_json(200, entry);
         r.headers.push(Header {

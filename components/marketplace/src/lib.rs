@@ -26,9 +26,19 @@ impl Handler for Marketplace {
             return not_found("no such resource");
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let segments: Vec<&str> = rest.split('/').skip(1).collect();
+        // At most three segments name a resource; gathered without
+        // allocating, as this runs for every request.
+        let mut segments = [""; 3];
+        let mut n = 0;
+        for segment in rest.split('/').skip(1) {
+            if n == segments.len() {
+                return not_found("no such resource");
+            }
+            segments[n] = segment;
+            n += 1;
+        }
         let get = req.method == "GET";
-        match segments.as_slice() {
+        match &segments[..n] {
             [] if get => conditional(&req, agents::browse(&req)),
             ["trending"] if get => conditional(&req, agents::trending(&req)),
             ["featured"] if get => conditional(&req, agents::featured(&req)),
