@@ -12,6 +12,9 @@
 //! - `http/details_reuse`: the same with instance reuse (1000).
 //! - `http/details_native`: the native baseline's route for it
 //!   (`/native/...`), the same bytes.
+//! - `http/listing_fresh`, `http/listing_reuse`, `http/listing_native`:
+//!   the same for the listing page of the load benchmarks
+//!   (`/api/marketplace?category=coding&sortBy=popular&limit=20`).
 
 use axum::Router;
 use axum::body::Body;
@@ -44,7 +47,9 @@ async fn host(dir: &std::path::Path, instance_reuse: u32) -> Router {
     let settings = Settings {
         database_url: format!("sqlite://{}", dir.join("bench.db").display()),
         db: host::db::DbOptions::default(),
-        demo_agents: 50,
+        // Enough that the listing fills its page of 20, as in the load
+        // benchmarks.
+        demo_agents: 1000,
         manifest,
         sandbox: SandboxConfig {
             instance_reuse,
@@ -100,29 +105,39 @@ fn bench(c: &mut Criterion) {
             host(dirs[1].path(), 1000).await,
         )
     });
-    let path = "/api/marketplace/agents/agent-000042";
-    let native = format!("/native{path}");
-    // The entries the hits read (a miss on each host fills it), and the
-    // check that both paths answer the same bytes.
-    let (wasm_bytes, native_bytes) = rt.block_on(async {
-        for app in [&fresh, &reuse] {
-            let (status, _, _) = get(app, path).await;
-            assert_eq!(status, StatusCode::OK);
-        }
-        (get(&fresh, path).await.2, get(&fresh, &native).await.2)
-    });
-    assert_eq!(
-        wasm_bytes, native_bytes,
-        "the baseline answers the same bytes"
-    );
+    // The two pages of the load benchmarks (`bench/common.sh`).
+    let pages = [
+        ("details", "/api/marketplace/agents/agent-000042"),
+        (
+            "listing",
+            "/api/marketplace?category=coding&sortBy=popular&limit=20",
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (page, path) in pages {
+        let native = format!("/native{path}");
+        // The entries the hits read (a miss on each host fills it), and
+        // the check that both paths answer the same bytes.
+        let (wasm_bytes, native_bytes) = rt.block_on(async {
+            for app in [&fresh, &reuse] {
+                let (status, _, _) = get(app, path).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            (get(&fresh, path).await.2, get(&fresh, &native).await.2)
+        });
+        assert_eq!(
+            wasm_bytes, native_bytes,
+            "the baseline answers the same bytes"
+        );
+        cases.push((format!("{page}_fresh"), &fresh, path.to_string()));
+        cases.push((format!("{page}_reuse"), &reuse, path.to_string()));
+        cases.push((format!("{page}_native"), &reuse, native));
+    }
 
     let mut group = c.benchmark_group("http");
-    for (name, app, path) in [
-        ("details_fresh", &fresh, path),
-        ("details_reuse", &reuse, path),
-        ("details_native", &reuse, native.as_str()),
-    ] {
-        group.bench_function(name, |b| {
+    for (name, app, path) in &cases {
+        let (app, path) = (*app, path.as_str());
+        group.bench_function(name.as_str(), |b| {
             b.iter(|| {
                 // A hit every time: a miss (or the native route handing
                 // the request to the component) would measure the wrong path.
