@@ -124,34 +124,6 @@ async fn a_warm_instance_never_serves_another_version() {
     assert_eq!(served(&h, "/fixture").await, 2, "and it keeps new ones");
 }
 
-/// The guest kit's allocator serves small allocations from an arena in the
-/// memory an instance starts with, and what outgrows it from wasi-libc's
-/// allocator: a buffer moved from one to the other keeps its bytes, and
-/// only the request that needed more memory retires the instance.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_buffer_that_outgrows_the_allocator_arena_moves_intact() {
-    let h = reusing_host(100).await;
-    for (kb, kept) in [(64, true), (2048, false)] {
-        assert_eq!(served(&h, "/fixture").await, 1, "before {kb} KiB");
-        let (response, body) = get(&h.app, &format!("/fixture/grow?kb={kb}&by=push")).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = json(&body);
-        assert_eq!(body["grewKb"], kb, "{body}");
-        assert_eq!(body["intact"], true, "{kb} KiB grown by pushes: {body}");
-        let next = if kept { 2 } else { 1 };
-        assert_eq!(
-            served(&h, "/fixture").await,
-            next,
-            "{kb} KiB: kept only when it fit in the memory the instance had"
-        );
-        // Start the next case on a fresh instance.
-        assert_eq!(
-            status(&h, "/fixture/trap").await,
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_goes_wrong_retires_its_instance() {
     let h = reusing_host(100).await;

@@ -18,8 +18,6 @@
 //!   placeholders; [`page_json`] its JSON page.
 //! - [`Ttl`]: the TTL constants of the spec.
 
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-mod alloc;
 mod body;
 mod cached;
 mod filter;
@@ -30,10 +28,6 @@ pub use cache_entry::Key;
 pub use cached::{conditional, etag_of, with_cache};
 pub use filter::{Filter, or_db_error, page_json};
 pub use params::Query;
-
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-#[global_allocator]
-static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 // Generated code: lifting a record of many fields takes many arguments.
 #[allow(clippy::too_many_arguments)]
@@ -245,12 +239,12 @@ pub fn require_principal(req: &Request) -> Result<&Principal, Response> {
     })
 }
 
-/// One path segment, percent-decoded (borrowed when there was nothing to
-/// decode); none when it does not decode to UTF-8.
-pub fn path_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
+/// One path segment, percent-decoded; none when it does not decode to UTF-8.
+pub fn path_segment(segment: &str) -> Option<String> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()
+        .map(|s| s.into_owned())
 }
 
 /// A `LIKE` pattern (for `ESCAPE '\'`) matching `text` anywhere, with
