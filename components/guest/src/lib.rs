@@ -239,12 +239,12 @@ pub fn require_principal(req: &Request) -> Result<&Principal, Response> {
     })
 }
 
-/// One path segment, percent-decoded; none when it does not decode to UTF-8.
-pub fn path_segment(segment: &str) -> Option<String> {
+/// One path segment, percent-decoded (borrowed when there was nothing to
+/// decode); none when it does not decode to UTF-8.
+pub fn path_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()
-        .map(|s| s.into_owned())
 }
 
 /// A `LIKE` pattern (for `ESCAPE '\'`) matching `text` anywhere, with
