@@ -283,3 +283,33 @@ async fn an_upload_sets_its_versions_reuse_which_outlives_a_restart() {
         "the version before was uploaded without it: fresh"
     );
 }
+
+// Cache entries handed to a warm instance (`cache.get-entry`) go back to
+// the host whether a response sends them or the guest drops them, so they
+// never pile up in its table and it is kept; a body slice past its entry
+// is a failed request, which retires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_entries_leave_nothing_behind_in_a_warm_instance() {
+    let h = reusing_host(100).await;
+    assert_eq!(
+        status(&h, "/fixture/cache-set?key=k&value=v").await,
+        StatusCode::OK
+    );
+    assert_eq!(served(&h, "/fixture").await, 1);
+    for _ in 0..8 {
+        assert_eq!(
+            status(&h, "/fixture/cache-entry?key=k").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&h, "/fixture/cache-entry?key=k&read=1").await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(served(&h, "/fixture").await, 2, "kept through 16 entries");
+    assert_eq!(
+        status(&h, "/fixture/cache-entry?key=k&offset=1&length=1").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(served(&h, "/fixture").await, 1, "a bad slice retired it");
+}

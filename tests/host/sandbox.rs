@@ -424,3 +424,61 @@ async fn requests_are_counted_per_component_version_and_status_class() {
         Some(4.0)
     );
 }
+
+// `cache.get-entry` (contract 0.2.0): the entry stays in the host and a
+// response sends it, or a slice of it, as its body; the component gets its
+// size and tail, and may read it in. A slice past the entry's end is the
+// component's bug: 500, and the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_entry_is_sent_as_a_body_from_the_hosts_copy() {
+    let h = host(sandbox()).await;
+    let (response, _) = get(&h.app, "/fixture/cache-entry?key=k").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "a miss");
+    get(&h.app, "/fixture/cache-set?key=k&value=hello%20world").await;
+
+    let (response, body) = get(&h.app, "/fixture/cache-entry?key=k&tail=5").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body, b"hello world");
+    assert_eq!(response.headers()["x-size"], "11");
+    assert_eq!(response.headers()["x-tail"], "world");
+    let (_, body) = get(&h.app, "/fixture/cache-entry?key=k&tail=50").await;
+    assert_eq!(
+        body, b"hello world",
+        "a tail longer than the entry is all of it"
+    );
+
+    let (response, body) = get(&h.app, "/fixture/cache-entry?key=k&offset=6&length=3").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body, b"wor");
+    assert!(response.headers().get("x-read").is_none());
+    let (response, body) = get(
+        &h.app,
+        "/fixture/cache-entry?key=k&offset=6&length=99&read=1",
+    )
+    .await;
+    assert_eq!(response.headers()["x-read"], "1");
+    assert_eq!(body, b"world", "a read stops at the end");
+    let (_, body) = get(&h.app, "/fixture/cache-entry?key=k&offset=99&read=1").await;
+    assert_eq!(body, b"", "and reads nothing past it");
+
+    for bad in [
+        "offset=6&length=6",
+        "offset=12&length=0",
+        "offset=18446744073709551615&length=2",
+    ] {
+        let (response, body) = get(&h.app, &format!("/fixture/cache-entry?key=k&{bad}")).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{bad}"
+        );
+        assert_eq!(error_code(&body), "internal", "{bad}");
+    }
+    let (response, body) = get(&h.app, "/fixture/cache-entry?key=k&offset=11&length=0").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "an empty slice at the end"
+    );
+    assert_eq!(body, b"");
+}

@@ -26,7 +26,7 @@ pub fn etag_of(body: &[u8]) -> String {
 }
 
 /// How long an ETag of `etag_of` is: 16 hex digits in quotes.
-const ETAG_LEN: usize = 18;
+pub const ETAG_LEN: usize = 18;
 
 /// The entry stored for `body` with its `etag`: `{body}\n{etag}`.
 pub fn entry(etag: &str, body: &[u8]) -> Vec<u8> {

@@ -6,41 +6,47 @@
 //! in any other shape (from an older component version) reads as a miss and
 //! is overwritten.
 
-use crate::{Header, Request, Response, cache, header, raw_json};
-use cache_entry::{entry as stored_entry, if_none_match_names, split_entry};
+use crate::{Body, EntrySlice, Header, Request, Response, cache, header, raw_json};
+use cache_entry::{ETAG_LEN, entry as stored_entry, if_none_match_names, split_entry};
 
 pub use cache_entry::etag_of;
 
-/// The bytes under `key` if cached (`X-Cache: HIT`); otherwise `compute`
+/// The entry under `key` if cached (`X-Cache: HIT`); otherwise `compute`
 /// runs, and a 200 result is stored under `key` for `ttl` seconds with
 /// `tags` before being returned (`X-Cache: MISS`). Both carry an `ETag`.
 /// Responses other than 200 are returned as they are and never cached.
+///
+/// A hit reads only the entry's ETag (its tail) into the component: the
+/// body is sent from the host's copy.
 pub fn with_cache(
     key: &str,
     ttl: u32,
     tags: &[&str],
     compute: impl FnOnce() -> Response,
 ) -> Response {
-    if let Some(mut entry) = cache::get(key)
-        && let Some(newline) = split_entry(&entry)
+    // The newline before the ETag, and the ETag.
+    if let Some(found) = cache::get_entry(key, ETAG_LEN as u32 + 1)
+        && let Some(0) = split_entry(&found.tail)
         // ASCII (`split_entry` checked it), so always UTF-8.
-        && let Ok(etag) = std::str::from_utf8(&entry[newline + 1..])
+        && let Ok(etag) = std::str::from_utf8(&found.tail[1..])
     {
-        // The body is the entry cut short: no copy, no second buffer.
-        let etag = etag.to_owned();
-        entry.truncate(newline);
-        let mut r = raw_json(200, entry);
+        let mut r = raw_json(200, Vec::new());
         r.headers.push(Header {
             name: "etag".into(),
-            value: etag,
+            value: etag.to_owned(),
         });
         r.headers.push(header("x-cache", "HIT"));
+        r.body = Body::Entry(EntrySlice {
+            length: found.size - found.tail.len() as u64,
+            entry: found.entry,
+            offset: 0,
+        });
         return r;
     }
     let mut r = compute();
-    if r.status == 200 {
-        let etag = etag_of(&r.body);
-        let entry = stored_entry(&etag, &r.body);
+    if let (200, Body::Bytes(body)) = (r.status, &r.body) {
+        let etag = etag_of(body);
+        let entry = stored_entry(&etag, body);
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         cache::set(key, &entry, ttl, &tags);
         r.headers.push(header("etag", &etag));
@@ -64,7 +70,7 @@ pub fn conditional(req: &Request, mut response: Response) -> Response {
         && if_none_match_names(&inm.value, &etag.value)
     {
         response.status = 304;
-        response.body.clear();
+        response.body = Body::Bytes(Vec::new());
         response.headers.retain(|h| h.name != "content-type");
     }
     response

@@ -12,6 +12,7 @@
 //! - [`json`], [`error`], [`db_error`]: responses in the API's JSON shapes.
 //! - [`with_cache`]: cache-aside over the `cache` import, mirroring the
 //!   original service's `withCache(key, ttl, tags, compute)`, with an ETag;
+//!   a hit's body is sent from the host's copy of the entry, never read in;
 //!   [`conditional`] answers a matching `If-None-Match` with 304.
 //! - [`RowView`]: typed access to result rows by column name.
 //! - [`Filter`]: a listing's `WHERE`, `COUNT` and paging, with numbered
@@ -48,7 +49,9 @@ pub use bindings::export_handler;
 pub use bindings::marketplace::host::cache;
 pub use bindings::marketplace::host::db::{self, DbError, Value};
 pub use bindings::marketplace::host::log::{self, Level};
-pub use bindings::marketplace::host::types::{Header, Principal, Request, Response};
+pub use bindings::marketplace::host::types::{
+    Body, EntrySlice, Header, Principal, Request, Response,
+};
 
 use serde::Serialize;
 
@@ -78,7 +81,7 @@ pub fn raw_json(status: u16, body: Vec<u8>) -> Response {
     Response {
         status,
         headers,
-        body,
+        body: Body::Bytes(body),
     }
 }
 

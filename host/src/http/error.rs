@@ -102,7 +102,10 @@ impl From<InvokeError> for AppError {
                 tracing::warn!(error = %err, "instance pool exhausted");
                 Self::Overloaded
             }
-            InvokeError::MemoryLimit(_) | InvokeError::Trap(_) | InvokeError::InvalidStatus(_) => {
+            InvokeError::MemoryLimit(_)
+            | InvokeError::Trap(_)
+            | InvokeError::InvalidStatus(_)
+            | InvokeError::InvalidBody(_) => {
                 tracing::error!(error = %err, "component failed");
                 Self::ComponentFailed
             }

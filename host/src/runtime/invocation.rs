@@ -356,7 +356,75 @@ impl WasiView for Invocation {
 
 impl types::Host for Invocation {}
 
+/// A cache value handed to the guest as a handle (`cache.get-entry`): its
+/// bytes stay here, and a response may send them as its body.
+pub struct Entry(Vec<u8>);
+
+impl cache::HostEntry for Invocation {
+    async fn read(
+        &mut self,
+        entry: wasmtime::component::Resource<Entry>,
+        offset: u64,
+        length: u64,
+    ) -> Vec<u8> {
+        let Ok(Entry(bytes)) = self.table.get(&entry) else {
+            return Vec::new();
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        bytes[start..start.saturating_add(length).min(bytes.len())].to_vec()
+    }
+
+    async fn drop(&mut self, entry: wasmtime::component::Resource<Entry>) -> wasmtime::Result<()> {
+        self.table.delete(entry)?;
+        Ok(())
+    }
+}
+
+impl Invocation {
+    /// The body `body` stands for: its bytes, or the slice of the entry it
+    /// names, taken out of the table (an entry-slice owns its entry). A
+    /// slice past the entry's end is the component's bug.
+    pub(crate) fn body(&mut self, body: types::Body) -> Result<Vec<u8>, String> {
+        match body {
+            types::Body::Bytes(bytes) => Ok(bytes),
+            types::Body::Entry(slice) => {
+                let Entry(mut bytes) = self
+                    .table
+                    .delete(slice.entry)
+                    .map_err(|e| format!("a body's cache entry: {e}"))?;
+                let size = bytes.len() as u64;
+                let end = slice.offset.checked_add(slice.length);
+                if end.is_none_or(|end| end > size) {
+                    return Err(format!(
+                        "a body of {} bytes from offset {} of a cache entry of {size}",
+                        slice.length, slice.offset
+                    ));
+                }
+                // In bounds, so both fit in usize.
+                let (offset, length) = (slice.offset as usize, slice.length as usize);
+                bytes.truncate(offset + length);
+                if offset > 0 {
+                    bytes.drain(..offset);
+                }
+                Ok(bytes)
+            }
+        }
+    }
+}
+
 impl cache::Host for Invocation {
+    async fn get_entry(&mut self, key: String, tail: u32) -> Option<cache::Found> {
+        let bytes = cache::Host::get(self, key).await?;
+        let size = bytes.len() as u64;
+        let tail = bytes[bytes.len().saturating_sub(tail as usize)..].to_vec();
+        // A table full past its cap: the guest gets a miss and computes.
+        let entry = self.table.push(Entry(bytes)).ok()?;
+        Some(cache::Found { entry, size, tail })
+    }
+
     /// Concurrent misses on one key compute once (see `get_coalesced`).
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let value = match self.reading {

@@ -88,7 +88,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// requests it has served, and how many resources it held after its first.
 pub(crate) struct Warm {
     store: Store<Invocation>,
-    handler: bindings::Handler,
+    handler: types::Handler,
     served: u32,
     resources: usize,
 }
@@ -246,8 +246,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre =
-            bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = types::Pre::new(pre)?;
         let warm = Arc::new(reuse::Pool::new(self.warm_budget.clone()));
         self.pools
             .lock()
@@ -486,12 +485,12 @@ impl Runtime {
             let handler = match warm_handler {
                 Some(handler) => handler,
                 None => {
-                    let handler = component.pre.instantiate_async(&mut store).await?;
+                    let handler = component.pre.instantiate(&mut store).await?;
                     store.data_mut().forget_growth();
                     handler
                 }
             };
-            let response = handler.call_handle(&mut store, request).await?;
+            let response = handler.call(&mut store, request).await?;
             Ok::<_, wasmtime::Error>((handler, response))
         };
         // The epoch callback stops wasm that computes past the deadline; this
@@ -502,7 +501,7 @@ impl Runtime {
         let ran = store.data_mut().take_ran();
         let (result, handler) = match outcome {
             Err(_elapsed) => (Err(InvokeError::DeadlineExceeded(deadline)), None),
-            Ok(Ok((handler, response))) => (Response::try_from(response), Some(handler)),
+            Ok(Ok((handler, response))) => (response, Some(handler)),
             Ok(Err(err)) => (
                 Err(types::classify(
                     err,

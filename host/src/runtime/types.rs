@@ -3,7 +3,7 @@
 //! generated bindings' types.
 
 use super::Warm;
-use super::bindings::{self, marketplace::host::types};
+use super::bindings::{self, marketplace::host::types, v010::marketplace::host::types as v010};
 use super::invocation::Invocation;
 use super::reuse::Pool;
 use crate::request::{Request, Response};
@@ -33,6 +33,8 @@ pub enum InvokeError {
     Trap(String),
     #[error("component returned an invalid status {0}")]
     InvalidStatus(u16),
+    #[error("component returned an invalid body: {0}")]
+    InvalidBody(String),
     #[error("no instance slot available: {0}")]
     Exhausted(String),
 }
@@ -63,9 +65,108 @@ pub struct LoadedComponent {
     /// 1: a fresh instance per request.
     pub(super) instance_reuse: AtomicU32,
     /// Pre-instantiated with the linker: imports resolved and type-checked.
-    pub(super) pre: bindings::HandlerPre<Invocation>,
+    pub(super) pre: Pre,
     /// Its idle warm instances (instance reuse); never another version's.
     pub(super) warm: Arc<Pool<Warm>>,
+}
+
+/// A component pre-instantiated with the contract it was built for.
+pub(super) enum Pre {
+    Current(bindings::HandlerPre<Invocation>),
+    V010(bindings::v010::HandlerPre<Invocation>),
+}
+
+/// An instance's `handle` export, in its contract.
+pub(super) enum Handler {
+    Current(bindings::Handler),
+    V010(bindings::v010::Handler),
+}
+
+impl Pre {
+    /// `pre` as the current contract's handler, else as 0.1.0's; the
+    /// current contract's complaint when it is neither.
+    pub(super) fn new(
+        pre: wasmtime::component::InstancePre<Invocation>,
+    ) -> Result<Self, LoadError> {
+        match bindings::HandlerPre::new(pre.clone()) {
+            Ok(current) => Ok(Pre::Current(current)),
+            Err(e) => bindings::v010::HandlerPre::new(pre)
+                .map(Pre::V010)
+                .map_err(|_| LoadError::WrongWorld(format!("{e:#}"))),
+        }
+    }
+
+    pub(super) async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<Invocation>,
+    ) -> wasmtime::Result<Handler> {
+        Ok(match self {
+            Pre::Current(pre) => Handler::Current(pre.instantiate_async(store).await?),
+            Pre::V010(pre) => Handler::V010(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Handler {
+    /// Calls `handle` with `request`. The outer error is the call's (a
+    /// trap, an interruption); the inner one a bad response.
+    pub(super) async fn call(
+        &self,
+        store: &mut wasmtime::Store<Invocation>,
+        request: &types::Request,
+    ) -> wasmtime::Result<Result<Response, InvokeError>> {
+        let (status, headers, body) = match self {
+            Handler::Current(handler) => {
+                let r = handler.call_handle(&mut *store, request).await?;
+                let body = store.data_mut().body(r.body);
+                (r.status, r.headers, body.map_err(InvokeError::InvalidBody))
+            }
+            Handler::V010(handler) => {
+                let r = handler
+                    .call_handle(&mut *store, &v010_request(request))
+                    .await?;
+                let headers = r
+                    .headers
+                    .into_iter()
+                    .map(|h| types::Header {
+                        name: h.name,
+                        value: h.value,
+                    })
+                    .collect();
+                (r.status, headers, Ok(r.body))
+            }
+        };
+        if !(100..=599).contains(&status) {
+            return Ok(Err(InvokeError::InvalidStatus(status)));
+        }
+        Ok(body.map(|body| Response {
+            status,
+            headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body,
+        }))
+    }
+}
+
+/// `request` in contract 0.1.0's types (the same fields).
+fn v010_request(r: &types::Request) -> v010::Request {
+    v010::Request {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| v010::Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        body: r.body.clone(),
+        principal: r.principal.as_ref().map(|p| v010::Principal {
+            user_id: p.user_id.clone(),
+            workspace_ids: p.workspace_ids.clone(),
+        }),
+    }
 }
 
 /// `LoadedComponent::instance_reuse` when neither the upload nor the
@@ -157,20 +258,5 @@ impl From<Request> for types::Request {
                 workspace_ids: p.workspace_ids,
             }),
         }
-    }
-}
-
-impl TryFrom<types::Response> for Response {
-    type Error = InvokeError;
-
-    fn try_from(r: types::Response) -> Result<Self, InvokeError> {
-        if !(100..=599).contains(&r.status) {
-            return Err(InvokeError::InvalidStatus(r.status));
-        }
-        Ok(Response {
-            status: r.status,
-            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            body: r.body,
-        })
     }
 }
