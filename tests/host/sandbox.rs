@@ -482,3 +482,21 @@ async fn a_cache_entry_is_sent_as_a_body_from_the_hosts_copy() {
     );
     assert_eq!(body, b"");
 }
+
+// The entries a component holds count against its memory cap, as values
+// read into its memory do: asking for a 1 MiB entry again and again,
+// keeping each, gets no more than the cap's worth (32 MiB here), then
+// misses. Without the count, all 100 (100 MiB of host memory) came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_entries_a_component_holds_count_against_its_memory_cap() {
+    let h = host(sandbox()).await;
+    let (response, _) = get(&h.app, "/fixture/cache-set?key=big&value=x&repeat=1048576").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (response, body) = get(&h.app, "/fixture/cache-entry?key=big&hold=100").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let held = json(&body)["held"].as_u64().expect("held");
+    assert!((1..=32).contains(&held), "held {held} entries of 1 MiB");
+    // Dropped at the end of that request: the next one gets them again.
+    let (_, body) = get(&h.app, "/fixture/cache-entry?key=big&hold=2").await;
+    assert_eq!(json(&body)["held"], 2);
+}

@@ -14,7 +14,8 @@ pub use cache_entry::etag_of;
 /// The entry under `key` if cached (`X-Cache: HIT`); otherwise `compute`
 /// runs, and a 200 result is stored under `key` for `ttl` seconds with
 /// `tags` before being returned (`X-Cache: MISS`). Both carry an `ETag`.
-/// Responses other than 200 are returned as they are and never cached.
+/// Responses other than 200 are returned as they are and never cached,
+/// and so is a 200 whose body is already a cache entry.
 ///
 /// A hit reads only the entry's ETag (its tail) into the component: the
 /// body is sent from the host's copy.

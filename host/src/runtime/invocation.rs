@@ -66,8 +66,11 @@ pub(crate) struct Invocation {
     /// WASI state: no preopens, no environment, no sockets, empty stdin and
     /// discarded stdout/stderr.
     wasi: WasiCtx,
-    /// Resources handed to the guest (WASI streams and the like).
+    /// Resources handed to the guest (WASI streams, cache entries).
     table: ResourceTable,
+    /// Bytes of the cache entries in `table` (`get-entry`): held by the
+    /// host for the guest, so counted against its memory cap.
+    entry_bytes: usize,
     /// The memory cap and whether it was hit.
     limits: Limits,
     /// The cache's invalidation clocks as this request first saw them.
@@ -201,6 +204,7 @@ impl Invocation {
             capabilities,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
+            entry_bytes: 0,
             limits: Limits {
                 memory_limit: sandbox.memory_limit,
                 memory_exceeded: false,
@@ -378,7 +382,8 @@ impl cache::HostEntry for Invocation {
     }
 
     async fn drop(&mut self, entry: wasmtime::component::Resource<Entry>) -> wasmtime::Result<()> {
-        self.table.delete(entry)?;
+        let Entry(bytes) = self.table.delete(entry)?;
+        self.entry_bytes -= bytes.len();
         Ok(())
     }
 }
@@ -395,6 +400,7 @@ impl Invocation {
                     .table
                     .delete(slice.entry)
                     .map_err(|e| format!("a body's cache entry: {e}"))?;
+                self.entry_bytes -= bytes.len();
                 let size = bytes.len() as u64;
                 let end = slice.offset.checked_add(slice.length);
                 if end.is_none_or(|end| end > size) {
@@ -418,10 +424,17 @@ impl Invocation {
 impl cache::Host for Invocation {
     async fn get_entry(&mut self, key: String, tail: u32) -> Option<cache::Found> {
         let bytes = cache::Host::get(self, key).await?;
+        // The entries a guest holds count against its memory cap, as the
+        // values `get` copies into its memory do: past it, it gets a miss
+        // (and computes the value) rather than host memory without bound.
+        let held = self.entry_bytes.saturating_add(bytes.len());
+        if held > self.limits.memory_limit {
+            return None;
+        }
         let size = bytes.len() as u64;
         let tail = bytes[bytes.len().saturating_sub(tail as usize)..].to_vec();
-        // A table full past its cap: the guest gets a miss and computes.
         let entry = self.table.push(Entry(bytes)).ok()?;
+        self.entry_bytes = held;
         Some(cache::Found { entry, size, tail })
     }
 
