@@ -11,11 +11,11 @@ struct Greeter;
 impl Handler for Greeter {
     fn handle(req: Request) -> Response {
         if req.path.ends_with("/slow") {
-            let ms: u64 = req
-                .query
-                .iter()
-                .find(|(k, _)| k == "ms")
-                .and_then(|(_, v)| v.parse().ok())
+            let ms: u64 = guest::Query::new(&req.query)
+                .raw("ms")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
                 .unwrap_or(500);
             let start = std::time::Instant::now();
             while start.elapsed().as_millis() < u128::from(ms) {

@@ -15,9 +15,12 @@ pub struct Principal {
 pub struct Request {
     pub method: String,
     pub path: String,
-    pub query: Vec<(String, String)>,
-    /// Lower-case names.
-    pub headers: Vec<(String, String)>,
+    /// The raw query string, without the `?` and not percent-decoded;
+    /// empty when there is none.
+    pub query: String,
+    /// Its headers, in the order received. The runtime never shows a
+    /// component `authorization` (the host authenticates).
+    pub headers: http::HeaderMap,
     pub body: Vec<u8>,
     pub principal: Option<Principal>,
 }

@@ -333,9 +333,7 @@ impl Warmer {
             let request = Request {
                 method: "GET".into(),
                 path: path.to_string(),
-                query: form_urlencoded::parse(query.as_bytes())
-                    .into_owned()
-                    .collect(),
+                query: query.to_string(),
                 ..Request::default()
             };
             let (response, database_failed) = self.runtime.warm(&loaded, request).await;

@@ -181,7 +181,7 @@ impl TestRequest {
             inner: Request {
                 method: method.to_ascii_uppercase(),
                 path: path.to_string(),
-                query: parse_query(query),
+                query: query.to_string(),
                 ..Request::default()
             },
         }
@@ -195,11 +195,14 @@ impl TestRequest {
         Self::new("POST", target)
     }
 
-    /// Adds a header (the name is lower-cased, as the host does).
+    /// Adds a header (the name is lower-cased, as the host does). Panics
+    /// on a name or value HTTP does not allow.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.inner
-            .headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        let header = http::HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|e| panic!("`{name}` is not a header name: {e}"));
+        let value = http::HeaderValue::from_str(value)
+            .unwrap_or_else(|e| panic!("`{value}` is not a header value: {e}"));
+        self.inner.headers.append(header, value);
         self
     }
 
@@ -223,13 +226,6 @@ impl TestRequest {
         });
         self
     }
-}
-
-/// Percent-decodes `a=1&b=x%20y` into pairs, as the host does.
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
 }
 
 /// A component's response.

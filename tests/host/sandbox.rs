@@ -70,6 +70,53 @@ async fn the_component_sees_the_decoded_query_and_never_the_authorization_header
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_gets_the_raw_query_and_reads_the_headers_it_asks_for() {
+    let h = host(sandbox()).await;
+    let request = Request::get(
+        "/fixture/describe?header=X-Multi&header=x-trace&header=authorization&header=x-absent&header=not%20a%20name&a=%E2%9C%93+b",
+    )
+    .header("authorization", format!("Bearer {}", host::seed::DEMO_TOKEN))
+    .header("x-multi", "one")
+    .header("x-trace", "t1")
+    .header("X-Multi", "two, three")
+    .header("x-binary", &b"caf\xe9"[..])
+    .body(Body::empty())
+    .unwrap();
+    let (response, body) = send(&h.app, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = json(&body);
+    // As received: not split, not decoded.
+    assert_eq!(
+        seen["rawQuery"],
+        "header=X-Multi&header=x-trace&header=authorization&header=x-absent&header=not%20a%20name&a=%E2%9C%93+b"
+    );
+    assert_eq!(seen["query"][5], serde_json::json!(["a", "\u{2713} b"]));
+    // Any case; a repeated header's values joined; the token never; an
+    // absent header or a name that is none: nothing.
+    assert_eq!(
+        seen["asked"],
+        serde_json::json!([
+            ["X-Multi", "one, two, three"],
+            ["x-trace", "t1"],
+            ["authorization", null],
+            ["x-absent", null],
+            ["not a name", null],
+        ])
+    );
+    // All of them, in order, names lower-case, bytes that are not UTF-8
+    // replaced.
+    assert_eq!(
+        seen["headers"],
+        serde_json::json!([
+            ["x-multi", "one"],
+            ["x-multi", "two, three"],
+            ["x-trace", "t1"],
+            ["x-binary", "caf\u{fffd}"],
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_categories_component_reads_the_database_then_answers_from_the_cache() {
     let h = host(sandbox()).await;
     let (first, first_body) = get(&h.app, "/api/marketplace/categories").await;

@@ -6,7 +6,7 @@
 //! in any other shape (from an older component version) reads as a miss and
 //! is overwritten.
 
-use crate::{Body, EntrySlice, Header, Request, Response, cache, header, raw_json};
+use crate::{Body, EntrySlice, Header, Response, cache, header, headers, raw_json};
 use cache_entry::{ETAG_LEN, entry as stored_entry, if_none_match_names, split_entry};
 
 pub use cache_entry::etag_of;
@@ -58,18 +58,14 @@ pub fn with_cache(
 
 /// `response` turned into `304 Not Modified` (no body; ETag and X-Cache
 /// kept) when it is a 200 whose ETag the request's `If-None-Match` names.
-pub fn conditional(req: &Request, mut response: Response) -> Response {
+pub fn conditional(mut response: Response) -> Response {
     if response.status != 200 {
         return response;
     }
-    let etag = response.headers.iter().find(|h| h.name == "etag");
-    let inm = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("if-none-match"));
-    if let (Some(etag), Some(inm)) = (etag, inm)
-        && if_none_match_names(&inm.value, &etag.value)
-    {
+    let Some(etag) = response.headers.iter().find(|h| h.name == "etag") else {
+        return response;
+    };
+    if headers::get("if-none-match").is_some_and(|inm| if_none_match_names(&inm, &etag.value)) {
         response.status = 304;
         response.body = Body::Bytes(Vec::new());
         response.headers.retain(|h| h.name != "content-type");

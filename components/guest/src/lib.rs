@@ -3,8 +3,11 @@
 //!
 //! - [`bindings`]: the `handler` world, generated once here by wit-bindgen.
 //!   Components export themselves with [`export_handler!`].
-//! - [`Query`]: query parameters with defaults, ranges and choices; a bad
-//!   one is a 400 naming it.
+//! - [`Query`]: query parameters, split and decoded from the request's raw
+//!   query string, with defaults, ranges and choices; a bad one is a 400
+//!   naming it.
+//! - [`headers`]: the request's headers, read on demand (the host lowers
+//!   none into the component unasked).
 //! - [`Key`]: cache keys whose parts are encoded so that different
 //!   parameter sets never share one.
 //! - [`json_body`]: request bodies parsed into a type; a bad one is a 400
@@ -48,6 +51,7 @@ pub use bindings::Guest as Handler;
 pub use bindings::export_handler;
 pub use bindings::marketplace::host::cache;
 pub use bindings::marketplace::host::db::{self, DbError, Value};
+pub use bindings::marketplace::host::headers;
 pub use bindings::marketplace::host::log::{self, Level};
 pub use bindings::marketplace::host::types::{
     Body, EntrySlice, Header, Principal, Request, Response,

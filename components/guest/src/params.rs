@@ -9,27 +9,31 @@
 //! ignored filter.
 
 use crate::{Response, error};
+use std::borrow::Cow;
 
-/// The query pairs of a request.
+/// The query parameters of a request, split and percent-decoded from its
+/// raw query string (`+` is a space, as in a form) when made.
 pub struct Query<'a> {
-    pairs: &'a [(String, String)],
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 /// How much of a bad value is quoted back in an error message.
 const QUOTE_MAX: usize = 40;
 
 impl<'a> Query<'a> {
-    pub fn new(pairs: &'a [(String, String)]) -> Self {
-        Query { pairs }
+    /// The parameters of `raw`, a query string as the host hands it over
+    /// (`request.query`: `a=1&b=x%20y`, no `?`). A value is borrowed from
+    /// `raw` unless it needs decoding; bytes that do not decode to UTF-8
+    /// become U+FFFD.
+    pub fn new(raw: &'a str) -> Self {
+        Query {
+            pairs: form_urlencoded::parse(raw.as_bytes()).collect(),
+        }
     }
 
     /// Fails with 400 on a parameter whose name is not in `known`.
     pub fn only(&self, known: &[&str]) -> Result<(), Response> {
-        match self
-            .pairs
-            .iter()
-            .find(|(k, _)| !known.contains(&k.as_str()))
-        {
+        match self.pairs.iter().find(|(k, _)| !known.contains(&&**k)) {
             None => Ok(()),
             Some((k, _)) if known.is_empty() => Err(invalid(&format!(
                 "unknown parameter `{}`: this endpoint takes none",
@@ -44,24 +48,24 @@ impl<'a> Query<'a> {
     }
 
     /// The raw value of `name`: none when absent, 400 when repeated.
-    pub fn raw(&self, name: &str) -> Result<Option<&'a str>, Response> {
+    pub fn raw(&self, name: &str) -> Result<Option<Cow<'a, str>>, Response> {
         let mut found = None;
-        for (k, v) in self.pairs {
+        for (k, v) in &self.pairs {
             if k == name {
                 if found.is_some() {
                     return Err(invalid(&format!("`{name}` is given more than once")));
                 }
-                found = Some(v.as_str());
+                found = Some(v);
             }
         }
-        Ok(found)
+        Ok(found.cloned())
     }
 
     /// The raw value of a typed parameter: none when absent, 400 when empty
     /// or repeated.
-    fn typed(&self, name: &str) -> Result<Option<&'a str>, Response> {
+    fn typed(&self, name: &str) -> Result<Option<Cow<'a, str>>, Response> {
         match self.raw(name)? {
-            Some("") => Err(invalid(&format!(
+            Some(v) if v.is_empty() => Err(invalid(&format!(
                 "`{name}` is empty: give it a value or leave it out"
             ))),
             other => Ok(other),
@@ -70,7 +74,7 @@ impl<'a> Query<'a> {
 
     /// Free text of at most `max_chars` characters; none when absent or
     /// empty.
-    pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<&'a str>, Response> {
+    pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<Cow<'a, str>>, Response> {
         let value = self.raw(name)?.filter(|v| !v.is_empty());
         match value {
             Some(v) if v.chars().count() > max_chars => Err(invalid(&format!(
@@ -92,14 +96,14 @@ impl<'a> Query<'a> {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(invalid(&format!(
                 "`{name}` must be an integer from {min} to {max}, not \"{}\"",
-                quote(v)
+                quote(&v)
             ))),
         }
     }
 
     /// `true` or `false`; none when absent.
     pub fn boolean(&self, name: &str) -> Result<Option<bool>, Response> {
-        match self.typed(name)? {
+        match self.typed(name)?.as_deref() {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
@@ -116,7 +120,7 @@ impl<'a> Query<'a> {
         name: &str,
         allowed: &[&'static str],
     ) -> Result<Option<&'static str>, Response> {
-        match self.typed(name)? {
+        match self.typed(name)?.as_deref() {
             None => Ok(None),
             Some(v) => allowed
                 .iter()

@@ -5,6 +5,7 @@ use guest::{
     now_ms, or_db_error, page_json, with_cache,
 };
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// The columns of an agent, from `agents a JOIN categories c`.
 const COLUMNS: &str = "a.id, a.slug, a.name, a.description, c.slug AS category, \
@@ -73,8 +74,8 @@ fn agents(rows: &db::Rows) -> Vec<Agent> {
 
 /// The parameters of a browse, defaults applied.
 struct Browse<'a> {
-    query: Option<&'a str>,
-    category: Option<&'a str>,
+    query: Option<Cow<'a, str>>,
+    category: Option<Cow<'a, str>>,
     featured: Option<bool>,
     sort: &'static str,
     limit: i64,
@@ -97,8 +98,8 @@ impl<'a> Browse<'a> {
 
     fn key(&self) -> String {
         Key::new("marketplace:agents")
-            .text(self.query)
-            .text(self.category)
+            .text(self.query.as_deref())
+            .text(self.category.as_deref())
             .optional(self.featured)
             .value(self.sort)
             .value(self.limit)
@@ -109,8 +110,14 @@ impl<'a> Browse<'a> {
     /// The filters, their placeholders numbered after `first`.
     fn filter(&self, first: Vec<Value>) -> Filter {
         Filter::after(first)
-            .contains(&["a.name", "a.description", "a.tags"], self.query)
-            .equals("c.slug", self.category.map(|c| Value::Text(c.to_string())))
+            .contains(
+                &["a.name", "a.description", "a.tags"],
+                self.query.as_deref(),
+            )
+            .equals(
+                "c.slug",
+                self.category.as_deref().map(|c| Value::Text(c.to_string())),
+            )
             .equals("a.featured", self.featured.map(Value::Boolean))
     }
 

@@ -39,12 +39,12 @@ impl Handler for Marketplace {
         }
         let get = req.method == "GET";
         match &segments[..n] {
-            [] if get => conditional(&req, agents::browse(&req)),
-            ["trending"] if get => conditional(&req, agents::trending(&req)),
-            ["featured"] if get => conditional(&req, agents::featured(&req)),
-            ["categories"] if get => conditional(&req, agents::categories(&req)),
+            [] if get => conditional(agents::browse(&req)),
+            ["trending"] if get => conditional(agents::trending(&req)),
+            ["featured"] if get => conditional(agents::featured(&req)),
+            ["categories"] if get => conditional(agents::categories(&req)),
             ["agents", id] if get => match guest::path_segment(id) {
-                Some(id) => conditional(&req, agents::details(&req, &id)),
+                Some(id) => conditional(agents::details(&req, &id)),
                 None => not_found("no such agent"),
             },
             ["agents", id, "install"] if req.method == "POST" => match guest::path_segment(id) {

@@ -11,6 +11,7 @@ use guest::{
     with_cache, write_request,
 };
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 const COMPLEXITIES: &[&str] = &["beginner", "intermediate", "advanced"];
 /// The largest `offset` the listing accepts.
@@ -27,7 +28,7 @@ impl Handler for Templates {
             return not_found("no such resource");
         }
         match req.method.as_str() {
-            "GET" => conditional(&req, list(&req)),
+            "GET" => conditional(list(&req)),
             "POST" => create(&req),
             _ => method_not_allowed(&["GET", "POST"]),
         }
@@ -87,8 +88,8 @@ fn list(req: &Request) -> Response {
 
 /// The parameters of the templates listing, validated, defaults applied.
 struct ListParams<'a> {
-    query: Option<&'a str>,
-    category: Option<&'a str>,
+    query: Option<Cow<'a, str>>,
+    category: Option<Cow<'a, str>>,
     complexity: Option<&'static str>,
     featured: Option<bool>,
     limit: i64,
@@ -118,8 +119,8 @@ impl<'a> ListParams<'a> {
 
     fn key(&self) -> String {
         Key::new("templates:workflows")
-            .text(self.query)
-            .text(self.category)
+            .text(self.query.as_deref())
+            .text(self.category.as_deref())
             .optional(self.complexity)
             .optional(self.featured)
             .value(self.limit)
@@ -130,8 +131,8 @@ impl<'a> ListParams<'a> {
     fn filter(&self) -> Filter {
         let text = |v: Option<&str>| v.map(|v| Value::Text(v.to_string()));
         Filter::default()
-            .contains(&["name", "description", "tags"], self.query)
-            .equals("category", text(self.category))
+            .contains(&["name", "description", "tags"], self.query.as_deref())
+            .equals("category", text(self.category.as_deref()))
             .equals("complexity", text(self.complexity))
             .equals("featured", self.featured.map(Value::Boolean))
     }

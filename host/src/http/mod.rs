@@ -413,20 +413,10 @@ pub(super) async fn serve_component(
     let request = Request {
         method: method.as_str().to_string(),
         path: uri.path().to_string(),
-        query: uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default(),
-        headers: headers
-            .iter()
-            .filter(|(name, _)| *name != header::AUTHORIZATION)
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        query: uri.query().unwrap_or_default().to_string(),
+        // Handed over as they are: a component reads those it needs, and
+        // never `authorization` (the runtime keeps it from the component).
+        headers,
         // Reuses the buffer when it is not shared: no copy on the way in.
         body: body.into(),
         principal,

@@ -4,11 +4,12 @@
 //! **Invariant:** components never see a cache error (the `Cache` trait has
 //! none) and see database errors only as the WIT `db-error` variant.
 
-use super::bindings::marketplace::host::{cache, db, log, types};
+use super::bindings::marketplace::host::{cache, db, headers, log, types};
 use super::flights::{self, FillGuard, Flights, Miss};
 use super::{Capabilities, LoadedComponent, SandboxConfig};
 use crate::cache::{Lifetime, Stamp};
 use crate::db as hostdb;
+use http::HeaderMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,6 +86,9 @@ pub(crate) struct Invocation {
     revalidate_window: Duration,
     /// Fresh or stale reads.
     reading: Reading,
+    /// The current request's headers, read through the `headers` import;
+    /// none between a warm instance's requests.
+    headers: Option<Arc<HeaderMap>>,
     /// What it did, for `Runtime::invoke`.
     ran: Ran,
     /// Whether a database call is awaiting its answer: a run that ends
@@ -181,18 +185,35 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// What one request gives the instance that serves it.
+pub(crate) struct Turn {
+    /// When its deadline passes.
+    pub expires: Instant,
+    /// Fresh or stale reads.
+    pub reading: Reading,
+    /// The keys it computes, claimed before it runs.
+    pub filling: Vec<FillGuard>,
+    /// Its headers.
+    pub headers: Arc<HeaderMap>,
+}
+
 impl Invocation {
     pub(crate) fn new(
         component: &LoadedComponent,
         sandbox: &SandboxConfig,
         capabilities: Capabilities,
         flights: Arc<Flights>,
-        expires: Instant,
-        reading: Reading,
-        filling: Vec<FillGuard>,
+        turn: Turn,
     ) -> Self {
+        let Turn {
+            expires,
+            reading,
+            filling,
+            headers,
+        } = turn;
         Self {
             expires,
+            headers: Some(headers),
             max_ttl: sandbox.max_cache_ttl,
             grace: component.stale_grace.unwrap_or(sandbox.stale_grace),
             revalidate_window: sandbox.revalidate_window,
@@ -277,8 +298,15 @@ impl Invocation {
     /// request holds is new (deadline, reading, stamp, budgets, what it
     /// did); the component's settings, the WASI context and the resource
     /// table are kept with the instance.
-    pub(crate) fn begin(&mut self, expires: Instant, reading: Reading, filling: Vec<FillGuard>) {
+    pub(crate) fn begin(&mut self, turn: Turn) {
+        let Turn {
+            expires,
+            reading,
+            filling,
+            headers,
+        } = turn;
         self.expires = expires;
+        self.headers = Some(headers);
         self.reading = reading;
         self.ran = Ran::default();
         self.waiting_on_database = false;
@@ -293,6 +321,7 @@ impl Invocation {
     /// log lines it was refused are reported, as dropping it would.
     pub(crate) fn end(&mut self) {
         self.filling.clear();
+        self.headers = None;
         self.busy = None;
         self.ticks = 0;
         self.report_dropped_logs();
@@ -359,6 +388,49 @@ impl WasiView for Invocation {
 }
 
 impl types::Host for Invocation {}
+
+/// A header value as a component sees it: bytes that are not UTF-8 become
+/// U+FFFD.
+fn header_text(value: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+impl headers::Host for Invocation {
+    async fn get(&mut self, mut name: String) -> Option<String> {
+        let map = self.headers.as_deref()?;
+        // Any case: `HeaderMap` looks names up lower-case (and finds
+        // nothing under a name that is not one).
+        name.make_ascii_lowercase();
+        if name == http::header::AUTHORIZATION.as_str() {
+            return None;
+        }
+        let mut values = map.get_all(name.as_str()).iter();
+        let mut joined = header_text(values.next()?);
+        for value in values {
+            joined.push_str(", ");
+            joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        Some(joined)
+    }
+
+    async fn all(&mut self) -> Vec<types::Header> {
+        self.headers
+            .as_deref()
+            .map_or_else(Vec::new, request_headers)
+    }
+}
+
+/// `map` as a list of headers, in order, names lower-case, without
+/// `authorization` (the host authenticates).
+pub(crate) fn request_headers(map: &HeaderMap) -> Vec<types::Header> {
+    map.iter()
+        .filter(|(name, _)| *name != http::header::AUTHORIZATION)
+        .map(|(name, value)| types::Header {
+            name: name.as_str().to_string(),
+            value: header_text(value),
+        })
+        .collect()
+}
 
 /// A cache value handed to the guest as a handle (`cache.get-entry`): its
 /// bytes stay here, and a response may send them as its body.

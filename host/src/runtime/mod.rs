@@ -46,13 +46,13 @@ use crate::cache::Cache;
 use crate::db::Database;
 use anyhow::Context as _;
 use artifacts::Artifacts;
-use bindings::marketplace::host::types as wit;
-use invocation::{Invocation, Ran, Reading};
+use invocation::{Invocation, Ran, Reading, Turn};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
+use types::Incoming;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
 
@@ -281,7 +281,7 @@ impl Runtime {
         component: &LoadedComponent,
         request: Request,
     ) -> Result<Response, InvokeError> {
-        let request = wit::Request::from(request);
+        let request = Incoming::from(request);
         let (response, ran) = self.answer(component, &request, Reading::Fresh).await;
         drop(ran.refresh);
         response
@@ -300,7 +300,7 @@ impl Runtime {
             let closed = InvokeError::Exhausted("the runtime is shutting down".into());
             return (Err(closed), false);
         };
-        let request = wit::Request::from(request);
+        let request = Incoming::from(request);
         let (response, ran) = self.answer(component, &request, Reading::Fresh).await;
         (response, ran.database_failed)
     }
@@ -321,7 +321,7 @@ impl Runtime {
         } else {
             Reading::Fresh
         };
-        let request = wit::Request::from(request);
+        let request = Incoming::from(request);
         let (response, ran) = self.answer(component, &request, reading).await;
         // No refresh while the database fails (it would fail too), nor
         // past the refreshes' own slots: the keys' fills are released, and
@@ -359,7 +359,7 @@ impl Runtime {
     async fn answer(
         &self,
         component: &LoadedComponent,
-        request: &wit::Request,
+        request: &Incoming,
         reading: Reading,
     ) -> (Result<Response, InvokeError>, Ran) {
         let grace = component.stale_grace.unwrap_or(self.sandbox.stale_grace);
@@ -376,7 +376,7 @@ impl Runtime {
         if !failed {
             return (labelled(first, ran.stale_age), ran);
         }
-        if !(request.method == "GET" && !grace.is_zero() && ran.database_failed) {
+        if !(request.request.method == "GET" && !grace.is_zero() && ran.database_failed) {
             return (first, ran);
         }
         // The first run may have spent the whole deadline waiting on the
@@ -402,13 +402,7 @@ impl Runtime {
 
     /// A new store for an instance of `component`, its epoch callback and
     /// memory cap set.
-    fn store(
-        &self,
-        component: &LoadedComponent,
-        expires: Instant,
-        reading: Reading,
-        filling: Vec<flights::FillGuard>,
-    ) -> Store<Invocation> {
+    fn store(&self, component: &LoadedComponent, turn: Turn) -> Store<Invocation> {
         let mut store = Store::new(
             &self.engine,
             Invocation::new(
@@ -416,9 +410,7 @@ impl Runtime {
                 &self.sandbox,
                 self.capabilities.clone(),
                 self.flights.clone(),
-                expires,
-                reading,
-                filling,
+                turn,
             ),
         );
         store.limiter(|s| s.limits());
@@ -453,7 +445,7 @@ impl Runtime {
     async fn run(
         &self,
         component: &LoadedComponent,
-        request: &wit::Request,
+        request: &Incoming,
         reading: Reading,
         deadline: Duration,
         filling: Vec<flights::FillGuard>,
@@ -468,14 +460,20 @@ impl Runtime {
         } else {
             None
         };
+        let turn = Turn {
+            expires,
+            reading,
+            filling,
+            headers: request.headers.clone(),
+        };
         let (mut store, warm_handler, served, held) = match warm {
             Some(mut warm) => {
-                warm.store.data_mut().begin(expires, reading, filling);
+                warm.store.data_mut().begin(turn);
                 let held = Some(warm.resources);
                 (warm.store, Some(warm.handler), warm.served, held)
             }
             None => {
-                let store = self.store(component, expires, reading, filling);
+                let store = self.store(component, turn);
                 (store, None, 0, None)
             }
         };

@@ -4,9 +4,10 @@
 
 use super::Warm;
 use super::bindings::{self, marketplace::host::types, v010::marketplace::host::types as v010};
-use super::invocation::Invocation;
+use super::invocation::{Invocation, request_headers};
 use super::reuse::Pool;
 use crate::request::{Request, Response};
+use http::HeaderMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -113,17 +114,17 @@ impl Handler {
     pub(super) async fn call(
         &self,
         store: &mut wasmtime::Store<Invocation>,
-        request: &types::Request,
+        incoming: &Incoming,
     ) -> wasmtime::Result<Result<Response, InvokeError>> {
         let (status, headers, body) = match self {
             Handler::Current(handler) => {
-                let r = handler.call_handle(&mut *store, request).await?;
+                let r = handler.call_handle(&mut *store, &incoming.request).await?;
                 let body = store.data_mut().body(r.body);
                 (r.status, r.headers, body.map_err(InvokeError::InvalidBody))
             }
             Handler::V010(handler) => {
                 let r = handler
-                    .call_handle(&mut *store, &v010_request(request))
+                    .call_handle(&mut *store, &v010_request(incoming))
                     .await?;
                 let headers = r
                     .headers
@@ -147,18 +148,21 @@ impl Handler {
     }
 }
 
-/// `request` in contract 0.1.0's types (the same fields).
-fn v010_request(r: &types::Request) -> v010::Request {
+/// `incoming` in contract 0.1.0's types, where the request carries its
+/// headers and its query percent-decoded into pairs.
+fn v010_request(incoming: &Incoming) -> v010::Request {
+    let r = &incoming.request;
     v010::Request {
         method: r.method.clone(),
         path: r.path.clone(),
-        query: r.query.clone(),
-        headers: r
-            .headers
-            .iter()
+        query: form_urlencoded::parse(r.query.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: request_headers(&incoming.headers)
+            .into_iter()
             .map(|h| v010::Header {
-                name: h.name.clone(),
-                value: h.value.clone(),
+                name: h.name,
+                value: h.value,
             })
             .collect(),
         body: r.body.clone(),
@@ -241,22 +245,28 @@ pub(super) fn classify(
     }
 }
 
-impl From<Request> for types::Request {
+/// A request in the current contract's types, and its headers, which a
+/// component reads through the `headers` import (shared by the runs of one
+/// request: a stale replay, a background refresh).
+pub(super) struct Incoming {
+    pub(super) request: types::Request,
+    pub(super) headers: Arc<HeaderMap>,
+}
+
+impl From<Request> for Incoming {
     fn from(r: Request) -> Self {
-        types::Request {
-            method: r.method,
-            path: r.path,
-            query: r.query,
-            headers: r
-                .headers
-                .into_iter()
-                .map(|(name, value)| types::Header { name, value })
-                .collect(),
-            body: r.body,
-            principal: r.principal.map(|p| types::Principal {
-                user_id: p.user_id,
-                workspace_ids: p.workspace_ids,
-            }),
+        Incoming {
+            request: types::Request {
+                method: r.method,
+                path: r.path,
+                query: r.query,
+                body: r.body,
+                principal: r.principal.map(|p| types::Principal {
+                    user_id: p.user_id,
+                    workspace_ids: p.workspace_ids,
+                }),
+            },
+            headers: Arc::new(r.headers),
         }
     }
 }
