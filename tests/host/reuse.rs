@@ -313,3 +313,44 @@ async fn cache_entries_leave_nothing_behind_in_a_warm_instance() {
     );
     assert_eq!(served(&h, "/fixture").await, 1, "a bad slice retired it");
 }
+
+// A warm instance reads the headers of the request it serves, never those
+// of one before it: the host hands them over per request (`headers.get`,
+// `headers.all`) and lets go of them when the request ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_sees_only_its_own_requests_headers() {
+    let h = reusing_host(100).await;
+    assert_eq!(served(&h, "/fixture").await, 1);
+    let describe = |probe: Option<&str>| {
+        let mut request = Request::get("/fixture/describe?header=x-probe");
+        if let Some(probe) = probe {
+            request = request.header("x-probe", probe);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let (response, body) = send(&h.app, describe(Some("first"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(&body);
+    assert_eq!(body["asked"][0][1], "first", "{body}");
+    assert_eq!(served(&h, "/fixture").await, 2, "still the same instance");
+
+    let (response, body) = send(&h.app, describe(None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(&body);
+    assert_eq!(body["asked"][0][1], serde_json::Value::Null, "{body}");
+    let names: Vec<&str> = body["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .map(|h| h[0].as_str().expect("a name"))
+        .collect();
+    assert!(!names.contains(&"x-probe"), "{body}");
+
+    let (_, body) = send(&h.app, describe(Some("third"))).await;
+    assert_eq!(json(&body)["asked"][0][1], "third");
+    assert_eq!(
+        served(&h, "/fixture").await,
+        3,
+        "all three served by the instance that served the first"
+    );
+}
