@@ -7,6 +7,15 @@
 //!
 //!     cargo bench -p host --bench http
 //!
+//! With `HTTP_BENCH_CASE=details_reuse` (any case below) and
+//! `HTTP_BENCH_ITERS=N` it runs that case N times instead, without
+//! criterion, inside the one function `measured_requests`: what
+//! `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect='*measured_requests*'` counts, in instructions (the
+//! same count whatever else the machine is doing; BENCHMARKS.md). With
+//! `HTTP_BENCH_DIR=DIR` its hosts keep their databases and compiled
+//! components in DIR, so that a run under valgrind need not compile them.
+//!
 //! - `http/details_fresh`: `GET /api/marketplace/agents/{id}`, a fresh
 //!   instance per request.
 //! - `http/details_reuse`: the same with instance reuse (1000).
@@ -28,8 +37,9 @@ use std::path::PathBuf;
 use tower::ServiceExt as _;
 
 /// A host on SQLite in `dir` with the demo data, the native baseline
-/// mounted, and `instance_reuse` as the components' default.
-async fn host(dir: &std::path::Path, instance_reuse: u32) -> Router {
+/// mounted, `instance_reuse` as the components' default, and room for
+/// `max_in_flight` requests at once.
+async fn host(dir: &std::path::Path, instance_reuse: u32, max_in_flight: u32) -> Router {
     let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release");
     assert!(
         wasm.join("marketplace.wasm").exists(),
@@ -53,6 +63,7 @@ async fn host(dir: &std::path::Path, instance_reuse: u32) -> Router {
         manifest,
         sandbox: SandboxConfig {
             instance_reuse,
+            max_in_flight,
             ..SandboxConfig::default()
         },
         http: HttpLimits {
@@ -99,10 +110,30 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    // `HTTP_BENCH_DIR`: directories kept between runs instead, so that a
+    // run under callgrind loads the components compiled by one before it
+    // rather than compiling them at valgrind's pace.
+    let kept = std::env::var_os("HTTP_BENCH_DIR").map(PathBuf::from);
+    let dir = |i: usize, name: &str| match &kept {
+        Some(kept) => {
+            let dir = kept.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        }
+        None => dirs[i].path().to_path_buf(),
+    };
+    // One request at a time is all either runs; a run of one case (as under
+    // valgrind, which cannot reserve the address space of 64 slots) asks
+    // for a pool of that size only.
+    let in_flight = if std::env::var_os("HTTP_BENCH_CASE").is_some() {
+        1
+    } else {
+        SandboxConfig::default().max_in_flight
+    };
     let (fresh, reuse) = rt.block_on(async {
         (
-            host(dirs[0].path(), 0).await,
-            host(dirs[1].path(), 1000).await,
+            host(&dir(0, "fresh"), 0, in_flight).await,
+            host(&dir(1, "reuse"), 1000, in_flight).await,
         )
     });
     // The two pages of the load benchmarks (`bench/common.sh`).
@@ -134,6 +165,18 @@ fn bench(c: &mut Criterion) {
         cases.push((format!("{page}_native"), &reuse, native));
     }
 
+    if let Ok(case) = std::env::var("HTTP_BENCH_CASE") {
+        let iters: u64 = std::env::var("HTTP_BENCH_ITERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        let (_, app, path) = cases
+            .iter()
+            .find(|(name, _, _)| *name == case)
+            .unwrap_or_else(|| panic!("no case {case}"));
+        measured_requests(&rt, app, path, iters);
+        return;
+    }
     let mut group = c.benchmark_group("http");
     for (name, app, path) in &cases {
         let (app, path) = (*app, path.as_str());
@@ -148,6 +191,16 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// `iters` cache hits on `path` through `app`, and nothing else: the
+/// function a callgrind run counts.
+#[inline(never)]
+fn measured_requests(rt: &tokio::runtime::Runtime, app: &Router, path: &str, iters: u64) {
+    for _ in 0..iters {
+        let (status, hit, _) = rt.block_on(get(app, path));
+        assert_eq!((status, hit), (StatusCode::OK, true));
+    }
 }
 
 criterion_group!(benches, bench);

@@ -41,9 +41,7 @@ fn get(path: &str) -> Request {
 
 /// Whether the component answered from the cache (`X-Cache: HIT`).
 fn is_hit(r: &host::runtime::Response) -> bool {
-    r.headers
-        .iter()
-        .any(|(name, value)| name == "x-cache" && value == "HIT")
+    r.x_cache() == Some("HIT")
 }
 
 fn bench(c: &mut Criterion) {

@@ -29,6 +29,49 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
+    /// In the order the component gave them.
     pub headers: Vec<(String, String)>,
+    /// The `ETag` header, when the component gave it apart from `headers`
+    /// (contract 0.2.0); sent after them.
+    pub etag: Option<String>,
+    /// The `X-Cache` header, when the component gave it apart from
+    /// `headers` (or the host labelled the response stale); sent after them.
+    pub cache: Option<CacheStatus>,
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The `X-Cache` header it will be sent with, if any.
+    pub fn x_cache(&self) -> Option<&str> {
+        match self.cache {
+            Some(cache) => Some(cache.as_str()),
+            None => self
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("x-cache"))
+                .map(|(_, value)| value.as_str()),
+        }
+    }
+}
+
+/// What a response's `X-Cache` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from a cache entry.
+    Hit,
+    /// Computed, and stored.
+    Miss,
+    /// Made from entries past their TTL (the host labels these).
+    Stale,
+}
+
+impl CacheStatus {
+    /// The header's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+        }
+    }
 }

@@ -343,7 +343,7 @@ impl Warmer {
                 break;
             }
             let Ok(response) = response else { continue };
-            let outcome = match x_cache(&response) {
+            let outcome = match response.x_cache() {
                 _ if response.status != 200 => continue,
                 Some("HIT") => "hit",
                 Some("MISS") => {
@@ -368,15 +368,6 @@ impl Warmer {
         );
         filled
     }
-}
-
-/// The `X-Cache` header of `response`.
-fn x_cache(response: &crate::runtime::Response) -> Option<&str> {
-    response
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("x-cache"))
-        .map(|(_, value)| value.as_str())
 }
 
 /// Flushes the counts of `warmer` every `every`, until it is dropped.

@@ -152,11 +152,7 @@ impl MockHost {
         if !unexpected.is_empty() {
             panic!("{described}: {}", unexpected.join("\n"));
         }
-        result.map(|r| TestResponse {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        })
+        result.map(TestResponse::from)
     }
 
     /// `GET path` (with its query string).
@@ -228,13 +224,39 @@ impl TestRequest {
     }
 }
 
-/// A component's response.
+/// A component's response, with the headers the host would send.
 #[derive(Debug, Clone)]
 pub struct TestResponse {
     pub status: u16,
-    /// In the order the component gave them.
+    /// In the order the host sends them: the component's list, then its
+    /// `etag` and `cache` (`x-cache`), then `content-type:
+    /// application/json` if it named none (but on a 304).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl From<host::runtime::Response> for TestResponse {
+    fn from(r: host::runtime::Response) -> Self {
+        let mut headers = r.headers;
+        if let Some(etag) = r.etag {
+            headers.push(("etag".into(), etag));
+        }
+        if let Some(cache) = r.cache {
+            headers.push(("x-cache".into(), cache.as_str().into()));
+        }
+        if r.status != 304
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        TestResponse {
+            status: r.status,
+            headers,
+            body: r.body,
+        }
+    }
 }
 
 impl TestResponse {

@@ -38,6 +38,33 @@ async fn a_request_reaches_its_component_and_the_response_comes_back_unchanged()
     assert_eq!(got, body);
 }
 
+// The response's typed `etag` and `cache` (contract 0.2.0) are sent as
+// the `ETag` and `X-Cache` headers, after the component's list; an ETag
+// that is no header value is the component's bug: 500, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_etag_and_cache_status_are_sent_as_headers() {
+    let h = host(sandbox()).await;
+    for (cache, sent) in [("hit", "HIT"), ("miss", "MISS")] {
+        let uri = format!("/fixture/echo?etag=%22abc%22&cache={cache}");
+        let (response, _) = get(&h.app, &uri).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["etag"], "\"abc\"");
+        assert_eq!(response.headers()["x-cache"], sent);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+    }
+    let (response, _) = get(&h.app, "/fixture/echo").await;
+    assert!(response.headers().get("etag").is_none());
+    assert!(response.headers().get("x-cache").is_none());
+
+    let (response, body) = get(&h.app, "/fixture/echo?etag=%22a%0Ab%22&cache=hit").await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().get("etag").is_none());
+    assert_eq!(error_code(&body), "internal");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_sees_the_decoded_query_and_never_the_authorization_header() {
     let h = host(sandbox()).await;

@@ -6,7 +6,7 @@
 //! in any other shape (from an older component version) reads as a miss and
 //! is overwritten.
 
-use crate::{Body, EntrySlice, Header, Response, cache, header, headers, raw_json};
+use crate::{Body, CacheStatus, EntrySlice, Response, cache, headers, raw_json};
 use cache_entry::{ETAG_LEN, entry as stored_entry, if_none_match_names, split_entry};
 
 pub use cache_entry::etag_of;
@@ -32,11 +32,8 @@ pub fn with_cache(
         && let Ok(etag) = std::str::from_utf8(&found.tail[1..])
     {
         let mut r = raw_json(200, Vec::new());
-        r.headers.push(Header {
-            name: "etag".into(),
-            value: etag.to_owned(),
-        });
-        r.headers.push(header("x-cache", "HIT"));
+        r.etag = Some(etag.to_owned());
+        r.cache = Some(CacheStatus::Hit);
         r.body = Body::Entry(EntrySlice {
             length: found.size - found.tail.len() as u64,
             entry: found.entry,
@@ -50,8 +47,8 @@ pub fn with_cache(
         let entry = stored_entry(&etag, body);
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         cache::set(key, &entry, ttl, &tags);
-        r.headers.push(header("etag", &etag));
-        r.headers.push(header("x-cache", "MISS"));
+        r.etag = Some(etag);
+        r.cache = Some(CacheStatus::Miss);
     }
     r
 }
@@ -62,10 +59,15 @@ pub fn conditional(mut response: Response) -> Response {
     if response.status != 200 {
         return response;
     }
-    let Some(etag) = response.headers.iter().find(|h| h.name == "etag") else {
-        return response;
+    // Typed (as `with_cache` gives it), or in the list.
+    let etag = match &response.etag {
+        Some(etag) => etag,
+        None => match response.headers.iter().find(|h| h.name == "etag") {
+            Some(h) => &h.value,
+            None => return response,
+        },
     };
-    if headers::get("if-none-match").is_some_and(|inm| if_none_match_names(&inm, &etag.value)) {
+    if headers::get("if-none-match").is_some_and(|inm| if_none_match_names(&inm, etag)) {
         response.status = 304;
         response.body = Body::Bytes(Vec::new());
         response.headers.retain(|h| h.name != "content-type");

@@ -437,7 +437,7 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     let out_headers = out.headers_mut();
     // Room for them all at once, if the map can hold that many (else it
     // grows as they come, and refuses what it cannot hold).
-    let _ = out_headers.try_reserve(response.headers.len() + 1);
+    let _ = out_headers.try_reserve(response.headers.len() + 3);
     for (name, value) in response.headers {
         // The value's buffer is kept, not copied.
         // `x-cache`, on every cached answer, is not a standard name:
@@ -456,6 +456,17 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
                 return Err(AppError::ComponentFailed);
             }
         }
+    }
+    if let Some(etag) = response.etag {
+        // Its buffer is kept, not copied.
+        let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(etag)) else {
+            tracing::error!(component, "component returned an invalid ETag");
+            return Err(AppError::ComponentFailed);
+        };
+        out_headers.append(header::ETAG, value);
+    }
+    if let Some(cache) = response.cache {
+        out_headers.append(X_CACHE, HeaderValue::from_static(cache.as_str()));
     }
     // A 304 has no body to describe.
     if status != StatusCode::NOT_MODIFIED && !out_headers.contains_key(header::CONTENT_TYPE) {

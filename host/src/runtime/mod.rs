@@ -79,7 +79,7 @@ pub struct Capabilities {
     pub db: Arc<dyn Database>,
 }
 
-pub use crate::request::{Principal, Request, Response};
+pub use crate::request::{CacheStatus, Principal, Request, Response};
 
 /// How often the sweeper drops warm instances idle for `reuse::IDLE_FOR`.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -567,7 +567,7 @@ fn labelled(
             response.headers.retain(|(name, _)| {
                 !name.eq_ignore_ascii_case("x-cache") && !name.eq_ignore_ascii_case("age")
             });
-            response.headers.push(("x-cache".into(), "STALE".into()));
+            response.cache = Some(CacheStatus::Stale);
             response
                 .headers
                 .push(("age".into(), age.as_secs().to_string()));

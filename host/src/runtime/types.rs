@@ -6,7 +6,7 @@ use super::Warm;
 use super::bindings::{self, marketplace::host::types, v010::marketplace::host::types as v010};
 use super::invocation::{Invocation, request_headers};
 use super::reuse::Pool;
-use crate::request::{Request, Response};
+use crate::request::{CacheStatus, Request, Response};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -116,11 +116,16 @@ impl Handler {
         store: &mut wasmtime::Store<Invocation>,
         incoming: &Incoming,
     ) -> wasmtime::Result<Result<Response, InvokeError>> {
-        let (status, headers, body) = match self {
+        let (status, headers, etag, cache, body) = match self {
             Handler::Current(handler) => {
                 let r = handler.call_handle(&mut *store, &incoming.request).await?;
                 let body = store.data_mut().body(r.body);
-                (r.status, r.headers, body.map_err(InvokeError::InvalidBody))
+                let cache = r.cache.map(|c| match c {
+                    types::CacheStatus::Hit => CacheStatus::Hit,
+                    types::CacheStatus::Miss => CacheStatus::Miss,
+                });
+                let body = body.map_err(InvokeError::InvalidBody);
+                (r.status, r.headers, r.etag, cache, body)
             }
             Handler::V010(handler) => {
                 let r = handler
@@ -134,7 +139,7 @@ impl Handler {
                         value: h.value,
                     })
                     .collect();
-                (r.status, headers, Ok(r.body))
+                (r.status, headers, None, None, Ok(r.body))
             }
         };
         if !(100..=599).contains(&status) {
@@ -143,6 +148,8 @@ impl Handler {
         Ok(body.map(|body| Response {
             status,
             headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            etag,
+            cache,
             body,
         }))
     }
