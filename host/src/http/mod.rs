@@ -436,8 +436,11 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     *out.status_mut() = status;
     let out_headers = out.headers_mut();
     // Room for them all at once, if the map can hold that many (else it
-    // grows as they come, and refuses what it cannot hold).
-    let _ = out_headers.try_reserve(response.headers.len() + 3);
+    // grows as they come, and refuses what it cannot hold): the list, the
+    // ETag, X-Cache, content-type and the content-length axum adds. A map
+    // that grows reallocates twice; on a cache hit that cost more than all
+    // of this function (callgrind, BENCHMARKS.md "an eighth run").
+    let _ = out_headers.try_reserve(response.headers.len() + 4);
     for (name, value) in response.headers {
         // The value's buffer is kept, not copied.
         // `x-cache`, on every cached answer, is not a standard name:
