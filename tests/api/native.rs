@@ -28,6 +28,18 @@ async fn the_native_baseline_answers_the_components_bytes(stack: Stack) {
         assert_eq!(hit.body, component.body, "{native}");
         assert_eq!(hit.header("etag"), component.header("etag"), "{native}");
         assert_eq!(hit.header("content-type"), component.header("content-type"));
+        // In the same order too.
+        let order = |r: &support::served::Reply| {
+            r.headers
+                .keys()
+                .map(|n| n.as_str())
+                .filter(|n| ["content-type", "etag", "x-cache"].contains(n))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let component_hit = h.get(path).await;
+        assert_eq!(component_hit.x_cache(), "HIT", "{path}");
+        assert_eq!(order(&hit), order(&component_hit), "{path}");
         let etag = hit.header("etag").unwrap();
         assert_eq!(h.get_if_none_match(&native, etag).await.status, 304);
     }

@@ -55,12 +55,16 @@ async fn host_with_db_behind_proxy(
 /// Status, `X-Cache`, `Age` and the install count of agent `id`'s details.
 async fn details(app: &Router, id: &str) -> (u16, String, Option<u64>, Option<i64>) {
     let (response, body) = get(app, &format!("/api/marketplace/agents/{id}")).await;
+    // Every value of `name`, joined: a response labelled twice (STALE
+    // beside the component's HIT, say) shows both.
     let header = |name: &str| {
-        response
+        let values: Vec<&str> = response
             .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
     };
     let count = (response.status() == 200)
         .then(|| json(&body)["agent"]["installCount"].as_i64())

@@ -59,8 +59,11 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The `X-Cache` header, failing the test when it is absent.
+    /// The `X-Cache` header, failing the test when it is absent or
+    /// repeated.
     pub fn x_cache(&self) -> &str {
+        let n = self.headers.get_all("x-cache").iter().count();
+        assert!(n <= 1, "{n} X-Cache headers: {self:?}");
         self.header("x-cache")
             .unwrap_or_else(|| panic!("no X-Cache header: {self:?}"))
     }

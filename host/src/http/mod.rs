@@ -460,6 +460,15 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
             }
         }
     }
+    // A 304 has no body to describe. Before the typed headers, so that a
+    // cache hit's headers come in the order the native baseline sends
+    // them (content-type, etag, x-cache).
+    if status != StatusCode::NOT_MODIFIED && !out_headers.contains_key(header::CONTENT_TYPE) {
+        out_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     if let Some(etag) = response.etag {
         // Its buffer is kept, not copied.
         let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(etag)) else {
@@ -470,13 +479,6 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     }
     if let Some(cache) = response.cache {
         out_headers.append(X_CACHE, HeaderValue::from_static(cache.as_str()));
-    }
-    // A 304 has no body to describe.
-    if status != StatusCode::NOT_MODIFIED && !out_headers.contains_key(header::CONTENT_TYPE) {
-        out_headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
     }
     Ok(out)
 }
