@@ -228,9 +228,9 @@ impl TestRequest {
 #[derive(Debug, Clone)]
 pub struct TestResponse {
     pub status: u16,
-    /// In the order the host sends them: the component's list, then its
-    /// `etag` and `cache` (`x-cache`), then `content-type:
-    /// application/json` if it named none (but on a 304).
+    /// In the order the host sends them: the component's list, then
+    /// `content-type: application/json` if it named none (but on a 304),
+    /// then its `etag` and `cache` (`x-cache`).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -238,18 +238,18 @@ pub struct TestResponse {
 impl From<host::runtime::Response> for TestResponse {
     fn from(r: host::runtime::Response) -> Self {
         let mut headers = r.headers;
-        if let Some(etag) = r.etag {
-            headers.push(("etag".into(), etag));
-        }
-        if let Some(cache) = r.cache {
-            headers.push(("x-cache".into(), cache.as_str().into()));
-        }
         if r.status != 304
             && !headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
         {
             headers.push(("content-type".into(), "application/json".into()));
+        }
+        if let Some(etag) = r.etag {
+            headers.push(("etag".into(), etag));
+        }
+        if let Some(cache) = r.cache {
+            headers.push(("x-cache".into(), cache.as_str().into()));
         }
         TestResponse {
             status: r.status,
