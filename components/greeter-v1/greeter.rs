@@ -10,8 +10,8 @@ struct Greeter;
 
 impl Handler for Greeter {
     fn handle(req: Request) -> Response {
-        if req.path.ends_with("/slow") {
-            let ms: u64 = guest::Query::new(&req.query)
+        if req.path().ends_with("/slow") {
+            let ms: u64 = guest::Query::new(req.query())
                 .raw("ms")
                 .ok()
                 .flatten()

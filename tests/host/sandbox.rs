@@ -71,6 +71,73 @@ async fn the_typed_etag_and_cache_status_are_sent_as_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_answers_if_none_match_for_a_typed_etag() {
+    let h = host(sandbox()).await;
+    let echo = "/fixture/echo?etag=%22abc%22&cache=hit";
+    let conditional = |uri: &str, inm: &[&str]| {
+        let mut request = Request::get(uri).header("x-echo-kept", "yes");
+        for value in inm {
+            request = request.header("if-none-match", *value);
+        }
+        request.body(Body::from("the body")).unwrap()
+    };
+    // Named exactly, weakly, by `*`, or in a list split over two lines.
+    for inm in [
+        &["\"abc\""][..],
+        &["W/\"abc\""],
+        &["*"],
+        &["\"x\"", "\"y\", \"abc\""],
+    ] {
+        let (response, body) = send(&h.app, conditional(echo, inm)).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{inm:?}");
+        assert!(body.is_empty(), "{inm:?}");
+        let headers = response.headers();
+        assert_eq!(headers["etag"], "\"abc\"");
+        assert_eq!(headers["x-cache"], "HIT");
+        assert_eq!(headers["x-echo-kept"], "yes");
+        assert!(headers.get("content-type").is_none(), "{headers:?}");
+    }
+    // Not named, or not a 200, or an ETag the component answers for
+    // itself (in its list, not typed): the component's response as it is.
+    let (response, body) = send(&h.app, conditional(echo, &["\"abd\""])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(&body[..], b"the body");
+    let created = "/fixture/echo?etag=%22abc%22&status=201";
+    let (response, body) = send(&h.app, conditional(created, &["\"abc\""])).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(&body[..], b"the body");
+    let (response, _) = send(&h.app, conditional("/fixture/echo", &["*"])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_sees_every_method_by_name_and_the_body_it_was_sent() {
+    let h = host(sandbox()).await;
+    for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"] {
+        let request = Request::builder()
+            .method(method)
+            .uri("/fixture/describe")
+            .body(Body::from("12345"))
+            .unwrap();
+        let (response, body) = send(&h.app, request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
+        let seen = json(&body);
+        assert_eq!(seen["method"], method);
+        assert_eq!(seen["path"], "/fixture/describe");
+        assert_eq!(seen["rawQuery"], "");
+        assert_eq!(seen["bodyLength"], 5, "{method}");
+    }
+    let request = Request::post("/fixture/describe?a=1")
+        .body(Body::empty())
+        .unwrap();
+    let (_, body) = send(&h.app, request).await;
+    let seen = json(&body);
+    assert_eq!(seen["path"], "/fixture/describe");
+    assert_eq!(seen["rawQuery"], "a=1");
+    assert_eq!(seen["bodyLength"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_sees_the_decoded_query_and_never_the_authorization_header() {
     let h = host(sandbox()).await;
     let request = Request::get("/fixture/describe?query=a%3Ab&tag=x&tag=y%20z")

@@ -13,10 +13,14 @@
 //!   by a scan. An entry in any other shape (the ETag first, as stored
 //!   before) reads as a miss.
 //! - [`if_none_match_names`]: the weak comparison of RFC 9110.
+//! - [`query_pairs`] and [`find_byte`]: a query string split, and a byte
+//!   found, at a cost a component can afford on every request.
 
 mod key;
+mod scan;
 
 pub use key::Key;
+pub use scan::{find_byte, find_either, query_pairs};
 
 use xxhash_rust::xxh3::xxh3_64;
 

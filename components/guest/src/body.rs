@@ -37,8 +37,8 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 /// parameters (400), and the body parsed as `T` (400 naming the field).
 pub fn write_request<T: DeserializeOwned>(req: &Request) -> Result<(&Principal, T), Response> {
     let principal = crate::require_principal(req)?;
-    Query::new(&req.query).only(&[])?;
-    Ok((principal, json_body(&req.body)?))
+    Query::new(req.query()).only(&[])?;
+    Ok((principal, json_body(req.body())?))
 }
 
 /// A 400 for a body field: `{field}: {message}`.

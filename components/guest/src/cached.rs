@@ -25,23 +25,42 @@ pub fn with_cache(
     tags: &[&str],
     compute: impl FnOnce() -> Response,
 ) -> Response {
+    cache_hit(key).unwrap_or_else(|| cache_fill(key, ttl, tags, compute()))
+}
+
+/// `with_cache`'s hit: the entry under `key`, if cached, as its response
+/// (`X-Cache: HIT`, its ETag, the body sent from the host's copy). With
+/// [`cache_fill`] for a miss, for a handler whose tags cost work to make
+/// that a hit need not do.
+pub fn cache_hit(key: &str) -> Option<Response> {
     // The newline before the ETag, and the ETag.
     if let Some(found) = cache::get_entry(key, ETAG_LEN as u32 + 1)
         && let Some(0) = split_entry(&found.tail)
-        // ASCII (`split_entry` checked it), so always UTF-8.
-        && let Ok(etag) = std::str::from_utf8(&found.tail[1..])
     {
-        let mut r = raw_json(200, Vec::new());
-        r.etag = Some(etag.to_owned());
-        r.cache = Some(CacheStatus::Hit);
-        r.body = Body::Entry(EntrySlice {
-            length: found.size - found.tail.len() as u64,
-            entry: found.entry,
-            offset: 0,
-        });
-        return r;
+        let length = found.size - found.tail.len() as u64;
+        // The tail's buffer becomes the ETag: the newline out, no copy.
+        let mut tail = found.tail;
+        tail.remove(0);
+        // ASCII (`split_entry` checked it), so always UTF-8.
+        if let Ok(etag) = String::from_utf8(tail) {
+            let mut r = raw_json(200, Vec::new());
+            r.etag = Some(etag);
+            r.cache = Some(CacheStatus::Hit);
+            r.body = Body::Entry(EntrySlice {
+                length,
+                entry: found.entry,
+                offset: 0,
+            });
+            return Some(r);
+        }
     }
-    let mut r = compute();
+    None
+}
+
+/// `with_cache`'s miss: `r`, computed for `key`, stored under `key` for
+/// `ttl` seconds with `tags` if it is a 200 (`X-Cache: MISS`, with its
+/// ETag); returned as it is otherwise.
+pub fn cache_fill(key: &str, ttl: u32, tags: &[&str], mut r: Response) -> Response {
     if let (200, Body::Bytes(body)) = (r.status, &r.body) {
         let etag = etag_of(body);
         let entry = stored_entry(&etag, body);
@@ -54,19 +73,18 @@ pub fn with_cache(
 }
 
 /// `response` turned into `304 Not Modified` (no body; ETag and X-Cache
-/// kept) when it is a 200 whose ETag the request's `If-None-Match` names.
+/// kept) when it is a 200 whose ETag, named in its header list, the
+/// request's `If-None-Match` names. A typed ETag (`response.etag`, as
+/// [`with_cache`] gives it) needs none of this: the host answers
+/// conditional requests for it, without a call into the component.
 pub fn conditional(mut response: Response) -> Response {
-    if response.status != 200 {
+    if response.status != 200 || response.etag.is_some() {
         return response;
     }
-    // Typed (as `with_cache` gives it), or in the list.
-    let etag = match &response.etag {
-        Some(etag) => etag,
-        None => match response.headers.iter().find(|h| h.name == "etag") {
-            Some(h) => &h.value,
-            None => return response,
-        },
+    let Some(etag) = response.headers.iter().find(|h| h.name == "etag") else {
+        return response;
     };
+    let etag = &etag.value;
     if headers::get("if-none-match").is_some_and(|inm| if_none_match_names(&inm, etag)) {
         response.status = 304;
         response.body = Body::Bytes(Vec::new());

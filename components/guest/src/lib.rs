@@ -16,7 +16,8 @@
 //! - [`with_cache`]: cache-aside over the `cache` import, mirroring the
 //!   original service's `withCache(key, ttl, tags, compute)`, with an ETag;
 //!   a hit's body is sent from the host's copy of the entry, never read in;
-//!   [`conditional`] answers a matching `If-None-Match` with 304.
+//!   its typed ETag lets the host answer a matching `If-None-Match` with
+//!   304 ([`conditional`] does it for an ETag in the header list).
 //! - [`RowView`]: typed access to result rows by column name.
 //! - [`Filter`]: a listing's `WHERE`, `COUNT` and paging, with numbered
 //!   placeholders; [`page_json`] its JSON page.
@@ -28,8 +29,8 @@ mod filter;
 mod params;
 
 pub use body::{invalid_field, json_body, write_request};
-pub use cache_entry::Key;
-pub use cached::{conditional, etag_of, with_cache};
+pub use cache_entry::{Key, find_byte};
+pub use cached::{cache_fill, cache_hit, conditional, etag_of, with_cache};
 pub use filter::{Filter, or_db_error, page_json};
 pub use params::Query;
 
@@ -54,8 +55,51 @@ pub use bindings::marketplace::host::db::{self, DbError, Value};
 pub use bindings::marketplace::host::headers;
 pub use bindings::marketplace::host::log::{self, Level};
 pub use bindings::marketplace::host::types::{
-    Body, CacheStatus, EntrySlice, Header, Principal, Request, Response,
+    Body, CacheStatus, EntrySlice, Header, Method, Principal, Request, Response,
 };
+
+/// The request's parts as handlers use them: the contract carries the path
+/// and the query string as one target, and a method's name only when it
+/// is not a common one.
+impl Request {
+    /// The method's name, upper-case: `GET`, `POST`, ...
+    pub fn method(&self) -> &str {
+        match &self.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Other(other) => other,
+        }
+    }
+
+    /// The path, without the query string; percent-decoding not applied.
+    pub fn path(&self) -> &str {
+        &self.target[..self.query_mark()]
+    }
+
+    /// The raw query string, without the `?` and not percent-decoded
+    /// (`a=1&b=x%20y`); empty when there is none. [`Query`] splits and
+    /// decodes it.
+    pub fn query(&self) -> &str {
+        self.target.get(self.query_mark() + 1..).unwrap_or_default()
+    }
+
+    /// Where the `?` before the query string is in the target (its length
+    /// when there is none).
+    fn query_mark(&self) -> usize {
+        let target = self.target.as_bytes();
+        find_byte(target, b'?').unwrap_or(target.len())
+    }
+
+    /// The raw body; empty when the request has none.
+    pub fn body(&self) -> &[u8] {
+        self.body.as_deref().unwrap_or_default()
+    }
+}
 
 use serde::Serialize;
 
@@ -250,6 +294,10 @@ pub fn require_principal(req: &Request) -> Result<&Principal, Response> {
 /// One path segment, percent-decoded (borrowed when there was nothing to
 /// decode); none when it does not decode to UTF-8.
 pub fn path_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
+    // Most have nothing to decode, and are UTF-8 already.
+    if find_byte(segment.as_bytes(), b'%').is_none() {
+        return Some(std::borrow::Cow::Borrowed(segment));
+    }
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()

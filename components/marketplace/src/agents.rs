@@ -1,8 +1,8 @@
 //! The read endpoints: browse, trending, featured, categories and details.
 
 use guest::{
-    Filter, Key, Query, Request, Response, RowView, Ttl, Value, db, db_error, json, not_found,
-    now_ms, or_db_error, page_json, with_cache,
+    Filter, Key, Query, Request, Response, RowView, Ttl, Value, cache_fill, cache_hit, db,
+    db_error, json, not_found, now_ms, or_db_error, page_json, with_cache,
 };
 use serde::Serialize;
 use std::borrow::Cow;
@@ -84,7 +84,7 @@ struct Browse<'a> {
 
 impl<'a> Browse<'a> {
     fn parse(req: &'a Request) -> Result<Self, Response> {
-        let q = Query::new(&req.query);
+        let q = Query::new(req.query());
         q.only(&["query", "category", "featured", "sortBy", "limit", "offset"])?;
         Ok(Browse {
             query: q.text("query", MAX_TEXT)?,
@@ -100,10 +100,10 @@ impl<'a> Browse<'a> {
         Key::new("marketplace:agents")
             .text(self.query.as_deref())
             .text(self.category.as_deref())
-            .optional(self.featured)
-            .value(self.sort)
-            .value(self.limit)
-            .value(self.offset)
+            .text(self.featured.map(|f| if f { "true" } else { "false" }))
+            .text(Some(self.sort))
+            .int(self.limit)
+            .int(self.offset)
             .build()
     }
 
@@ -165,12 +165,12 @@ pub fn browse(req: &Request) -> Response {
 /// `GET /api/marketplace/trending`: installs in the last 7 days, then
 /// installs of all time.
 pub fn trending(req: &Request) -> Response {
-    let q = Query::new(&req.query);
+    let q = Query::new(req.query());
     let limit = match q.only(&["limit"]).and_then(|()| q.int("limit", 10, 1, 50)) {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let key = Key::new("marketplace:trending").value(limit).build();
+    let key = Key::new("marketplace:trending").int(limit).build();
     with_cache(&key, Ttl::MEDIUM, &["agents", "trending"], || {
         let sql = format!(
             "SELECT {COLUMNS}, COALESCE(r.n, 0) AS recent_installs {FROM} {RECENT} \
@@ -185,7 +185,7 @@ pub fn trending(req: &Request) -> Response {
 
 /// `GET /api/marketplace/featured`: featured agents, most installed first.
 pub fn featured(req: &Request) -> Response {
-    if let Err(r) = Query::new(&req.query).only(&[]) {
+    if let Err(r) = Query::new(req.query()).only(&[]) {
         return r;
     }
     with_cache(
@@ -219,7 +219,7 @@ struct Category {
 /// `GET /api/marketplace/categories`: every category, by name, with the
 /// number of agents in it and their installs.
 pub fn categories(req: &Request) -> Response {
-    if let Err(r) = Query::new(&req.query).only(&[]) {
+    if let Err(r) = Query::new(req.query()).only(&[]) {
         return r;
     }
     const SQL: &str = "SELECT c.id, c.slug, c.name, c.description, COUNT(a.id) AS agent_count, \
@@ -251,15 +251,17 @@ pub fn categories(req: &Request) -> Response {
 
 /// `GET /api/marketplace/agents/{id}`.
 pub fn details(req: &Request, id: &str) -> Response {
-    if let Err(r) = Query::new(&req.query).only(&[]) {
+    if let Err(r) = Query::new(req.query()).only(&[]) {
         return r;
     }
     if id.is_empty() || id.len() > 200 {
         return not_found("no such agent");
     }
     let key = Key::new("marketplace:agent").text(Some(id)).build();
-    let tag = ["agent:", id].concat();
-    with_cache(&key, Ttl::LONG, &[&tag], || {
+    if let Some(hit) = cache_hit(&key) {
+        return hit;
+    }
+    let computed = {
         let sql = format!(
             "SELECT {COLUMNS}, (SELECT COUNT(*) FROM installations i \
              WHERE i.agent_id = a.id AND i.created_at >= $2) AS recent_installs \
@@ -273,5 +275,8 @@ pub fn details(req: &Request, id: &str) -> Response {
             },
             Err(e) => db_error(&e),
         }
-    })
+    };
+    // Made on a miss only.
+    let tag = ["agent:", id].concat();
+    cache_fill(&key, Ttl::LONG, &[&tag], computed)
 }

@@ -34,6 +34,29 @@ fn a_second_identical_request_does_not_touch_the_database() {
 }
 
 #[test]
+fn a_matching_if_none_match_is_answered_304_on_a_miss_and_a_hit() {
+    let host = host();
+    let path = "/api/marketplace/agents/agent-000002";
+    let first = host.get(path);
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").expect("an ETag").to_string();
+    // Past its TTL (and grace): the miss that stores it again, then a
+    // hit, give the same answer.
+    host.cache().advance(Duration::from_secs(24 * 3600));
+    for cache in ["MISS", "HIT"] {
+        let r = host.send(TestRequest::get(path).header("if-none-match", &etag));
+        assert_eq!(r.status, 304, "{cache}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+        assert_eq!(r.header("x-cache"), Some(cache));
+        assert_eq!(r.header("content-type"), None);
+    }
+    let other = host.send(TestRequest::get(path).header("if-none-match", "\"0000000000000000\""));
+    assert_eq!(other.status, 200);
+    assert_eq!(other.body, first.body);
+}
+
+#[test]
 fn an_install_invalidates_exactly_the_tags_of_the_spec() {
     let host = host();
     let r = host.send(install("agent-000003"));

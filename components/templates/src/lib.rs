@@ -6,7 +6,7 @@
 //!   invalidates `templates`.
 
 use guest::{
-    Filter, Handler, Key, Query, Request, Response, RowView, Ttl, Value, conditional, db, db_error,
+    Filter, Handler, Key, Query, Request, Response, RowView, Ttl, Value, db, db_error,
     invalid_field, json, method_not_allowed, new_id, not_found, now_ms, or_db_error, page_json,
     with_cache, write_request,
 };
@@ -23,12 +23,12 @@ struct Templates;
 
 impl Handler for Templates {
     fn handle(req: Request) -> Response {
-        let path = req.path.trim_end_matches('/');
+        let path = req.path().trim_end_matches('/');
         if path != "/api/templates" {
             return not_found("no such resource");
         }
-        match req.method.as_str() {
-            "GET" => conditional(list(&req)),
+        match req.method() {
+            "GET" => list(&req),
             "POST" => create(&req),
             _ => method_not_allowed(&["GET", "POST"]),
         }
@@ -98,7 +98,7 @@ struct ListParams<'a> {
 
 impl<'a> ListParams<'a> {
     fn parse(req: &'a Request) -> Result<Self, Response> {
-        let q = Query::new(&req.query);
+        let q = Query::new(req.query());
         q.only(&[
             "query",
             "category",
@@ -123,8 +123,8 @@ impl<'a> ListParams<'a> {
             .text(self.category.as_deref())
             .optional(self.complexity)
             .optional(self.featured)
-            .value(self.limit)
-            .value(self.offset)
+            .int(self.limit)
+            .int(self.offset)
             .build()
     }
 

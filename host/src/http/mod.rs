@@ -407,7 +407,9 @@ pub(super) async fn serve_component(
         None => None,
         Some(value) => {
             let token = auth::bearer_token(value.as_bytes())?;
-            Some(auth::principal(state.inner.db.as_ref(), token).await?)
+            // Boxed, so that a request without a token, which never
+            // needs it, does not carry room for it (moved with the rest).
+            Some(Box::pin(auth::principal(state.inner.db.as_ref(), token)).await?)
         }
     };
     let request = Request {
@@ -441,6 +443,8 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     // that grows reallocates twice; on a cache hit that cost more than all
     // of this function (callgrind, BENCHMARKS.md "an eighth run").
     let _ = out_headers.try_reserve(response.headers.len() + 4);
+    // Nothing to look up in a map the list left empty (a cache hit's).
+    let no_list = response.headers.is_empty();
     for (name, value) in response.headers {
         // The value's buffer is kept, not copied.
         // `x-cache`, on every cached answer, is not a standard name:
@@ -463,7 +467,9 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
     // A 304 has no body to describe. Before the typed headers, so that a
     // cache hit's headers come in the order the native baseline sends
     // them (content-type, etag, x-cache).
-    if status != StatusCode::NOT_MODIFIED && !out_headers.contains_key(header::CONTENT_TYPE) {
+    if status != StatusCode::NOT_MODIFIED
+        && (no_list || !out_headers.contains_key(header::CONTENT_TYPE))
+    {
         out_headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

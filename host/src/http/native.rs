@@ -21,7 +21,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cache_entry::{Key, if_none_match_names, split_entry};
+use cache_entry::{Key, if_none_match_names, query_pairs, split_entry};
+use std::borrow::Cow;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -33,7 +34,7 @@ const SORTS: &[&str] = &["trending", "popular", "newest", "rating", "name"];
 
 /// The browse key for `pairs`, or `None` when a parameter is not valid
 /// (the component then answers, with its 400).
-fn browse_key(pairs: &[(String, String)]) -> Option<String> {
+fn browse_key(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Option<String> {
     const KNOWN: &[&str] = &["query", "category", "featured", "sortBy", "limit", "offset"];
     let mut values: [Option<&str>; 6] = [None; 6];
     for (k, v) in pairs {
@@ -41,7 +42,7 @@ fn browse_key(pairs: &[(String, String)]) -> Option<String> {
         if values[i].is_some() {
             return None;
         }
-        values[i] = Some(v.as_str());
+        values[i] = Some(v);
     }
     // Empty free text counts as absent; an empty typed value is the
     // component's 400.
@@ -63,16 +64,16 @@ fn browse_key(pairs: &[(String, String)]) -> Option<String> {
         None => Some(default),
         Some(v) => v.parse().ok().filter(|n| (min..=max).contains(n)),
     };
-    let limit = int(4, 50, 1, 100)?.to_string();
-    let offset = int(5, 0, 0, 1_000_000)?.to_string();
+    let limit = int(4, 50, 1, 100)?;
+    let offset = int(5, 0, 0, 1_000_000)?;
     Some(
         Key::new("marketplace:agents")
             .text(query)
             .text(category)
             .text(featured)
             .text(Some(sort))
-            .text(Some(&limit))
-            .text(Some(&offset))
+            .int(limit)
+            .int(offset)
             .build(),
     )
 }
@@ -81,10 +82,8 @@ async fn browse(State(state): State<AppState>, request: Request) -> Result<Respo
     // As `dispatch` does: the extractors of the URI and headers clone them.
     let (parts, _) = request.into_parts();
     let (uri, headers) = (parts.uri, parts.headers);
-    let pairs: Vec<(String, String)> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    // Split and decoded as the guest kit's `Query` does it.
+    let pairs = query_pairs(uri.query().unwrap_or_default());
     let key = browse_key(&pairs);
     hit_or_component(state, key, uri, headers).await
 }
@@ -169,8 +168,8 @@ async fn hit_or_component(
 mod tests {
     use super::browse_key;
 
-    fn pairs(q: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+    fn pairs(q: &str) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+        cache_entry::query_pairs(q)
     }
 
     #[test]

@@ -127,5 +127,11 @@ pub(super) fn engine_config(sandbox: &SandboxConfig) -> Config {
         .epoch_interruption(true)
         .memory_init_cow(sandbox.memory_init_cow)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // For profiling only (BENCHMARKS.md, "How to run"): the compiled
+    // components' functions named in `/tmp/perf-{pid}.map`, where `perf`,
+    // or a script over callgrind's addresses, finds them.
+    if std::env::var_os("MARKETPLACE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }

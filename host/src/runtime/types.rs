@@ -159,10 +159,11 @@ impl Handler {
 /// headers and its query percent-decoded into pairs.
 fn v010_request(incoming: &Incoming) -> v010::Request {
     let r = &incoming.request;
+    let (path, query) = split_target(&r.target);
     v010::Request {
-        method: r.method.clone(),
-        path: r.path.clone(),
-        query: form_urlencoded::parse(r.query.as_bytes())
+        method: method_name(&r.method).to_string(),
+        path: path.to_string(),
+        query: form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect(),
         headers: request_headers(&incoming.headers)
@@ -172,7 +173,7 @@ fn v010_request(incoming: &Incoming) -> v010::Request {
                 value: h.value,
             })
             .collect(),
-        body: r.body.clone(),
+        body: r.body.clone().unwrap_or_default(),
         principal: r.principal.as_ref().map(|p| v010::Principal {
             user_id: p.user_id.clone(),
             workspace_ids: p.workspace_ids.clone(),
@@ -264,10 +265,17 @@ impl From<Request> for Incoming {
     fn from(r: Request) -> Self {
         Incoming {
             request: types::Request {
-                method: r.method,
-                path: r.path,
-                query: r.query,
-                body: r.body,
+                method: method(r.method),
+                target: if r.query.is_empty() {
+                    r.path
+                } else {
+                    let mut target = String::with_capacity(r.path.len() + 1 + r.query.len());
+                    target.push_str(&r.path);
+                    target.push('?');
+                    target.push_str(&r.query);
+                    target
+                },
+                body: (!r.body.is_empty()).then_some(r.body),
                 principal: r.principal.map(|p| types::Principal {
                     user_id: p.user_id,
                     workspace_ids: p.workspace_ids,
@@ -276,4 +284,37 @@ impl From<Request> for Incoming {
             headers: Arc::new(r.headers),
         }
     }
+}
+
+/// `method` as the contract's variant: a case for the common ones.
+fn method(method: String) -> types::Method {
+    match method.as_str() {
+        "GET" => types::Method::Get,
+        "HEAD" => types::Method::Head,
+        "POST" => types::Method::Post,
+        "PUT" => types::Method::Put,
+        "DELETE" => types::Method::Delete,
+        "PATCH" => types::Method::Patch,
+        "OPTIONS" => types::Method::Options,
+        _ => types::Method::Other(method),
+    }
+}
+
+/// The method of `method` as its name, upper-case.
+pub(super) fn method_name(method: &types::Method) -> &str {
+    match method {
+        types::Method::Get => "GET",
+        types::Method::Head => "HEAD",
+        types::Method::Post => "POST",
+        types::Method::Put => "PUT",
+        types::Method::Delete => "DELETE",
+        types::Method::Patch => "PATCH",
+        types::Method::Options => "OPTIONS",
+        types::Method::Other(other) => other,
+    }
+}
+
+/// The path and the query string of `target` (empty when it has none).
+pub(super) fn split_target(target: &str) -> (&str, &str) {
+    target.split_once('?').unwrap_or((target, ""))
 }
