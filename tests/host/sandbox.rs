@@ -97,8 +97,10 @@ async fn the_host_answers_if_none_match_for_a_typed_etag() {
         assert_eq!(headers["x-echo-kept"], "yes");
         assert!(headers.get("content-type").is_none(), "{headers:?}");
     }
-    // Not named, or not a 200, or an ETag the component answers for
-    // itself (in its list, not typed): the component's response as it is.
+    // Not named, not a 200, not a read (for a write, `*` is a precondition
+    // the component decides on), no ETag, or one in the component's list
+    // (which it answers for itself, if it wants to): the component's
+    // response as it is.
     let (response, body) = send(&h.app, conditional(echo, &["\"abd\""])).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(&body[..], b"the body");
@@ -108,6 +110,22 @@ async fn the_host_answers_if_none_match_for_a_typed_etag() {
     assert_eq!(&body[..], b"the body");
     let (response, _) = send(&h.app, conditional("/fixture/echo", &["*"])).await;
     assert_eq!(response.status(), StatusCode::OK);
+    let listed = "/fixture/echo?listetag=%22abc%22";
+    let (response, body) = send(&h.app, conditional(listed, &["\"abc\""])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["etag"], "\"abc\"");
+    assert_eq!(&body[..], b"the body");
+    for method in ["POST", "PUT", "DELETE"] {
+        let write = Request::builder()
+            .method(method)
+            .uri(echo)
+            .header("if-none-match", "*")
+            .body(Body::from("the body"))
+            .unwrap();
+        let (response, body) = send(&h.app, write).await;
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
+        assert_eq!(&body[..], b"the body", "{method}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

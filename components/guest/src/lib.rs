@@ -62,7 +62,7 @@ pub use bindings::marketplace::host::types::{
 /// and the query string as one target, and a method's name only when it
 /// is not a common one.
 impl Request {
-    /// The method's name, upper-case: `GET`, `POST`, ...
+    /// The method's name, as sent: `GET`, `POST`, ...
     pub fn method(&self) -> &str {
         match &self.method {
             Method::Get => "GET",

@@ -133,10 +133,13 @@ async fn hit_or_component(
         {
             let etag = std::str::from_utf8(&entry[newline + 1..])
                 .map_err(|_| AppError::ComponentFailed)?;
+            // Every line, as the host reads it for a component's typed
+            // ETag (`runtime::not_modified`).
             let not_modified = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| if_none_match_names(v, etag));
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| if_none_match_names(v, etag));
             let etag = HeaderValue::from_str(etag).map_err(|_| AppError::ComponentFailed)?;
             let hit = HeaderValue::from_static("HIT");
             if not_modified {

@@ -46,6 +46,7 @@ use crate::cache::Cache;
 use crate::db::Database;
 use anyhow::Context as _;
 use artifacts::Artifacts;
+use bindings::marketplace::host::types::Method;
 use invocation::{Invocation, Ran, Reading, Turn};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -355,8 +356,8 @@ impl Runtime {
 
     /// A run in `reading` and, if it failed for want of the database, the
     /// stale replay (see `invoke`); a response made from stale entries is
-    /// labelled so. A 200 with a typed ETag that the request's
-    /// `If-None-Match` names becomes a 304.
+    /// labelled so. A GET's or HEAD's 200 with a typed ETag that the
+    /// request's `If-None-Match` names becomes a 304.
     async fn answer(
         &self,
         component: &LoadedComponent,
@@ -364,6 +365,13 @@ impl Runtime {
         reading: Reading,
     ) -> (Result<Response, InvokeError>, Ran) {
         let (response, ran) = self.answer_once(component, request, reading).await;
+        // Only a read is answered so: for a write, a matching
+        // `If-None-Match` (`*`, "create only if absent") is a precondition
+        // the component decides on (RFC 9110, 13.1.2: 412, not 304).
+        let read = matches!(request.request.method, Method::Get | Method::Head);
+        if !read {
+            return (response, ran);
+        }
         (response.map(|r| not_modified(r, &request.headers)), ran)
     }
 
@@ -388,10 +396,7 @@ impl Runtime {
         if !failed {
             return (labelled(first, ran.stale_age), ran);
         }
-        let get = matches!(
-            request.request.method,
-            bindings::marketplace::host::types::Method::Get
-        );
+        let get = matches!(request.request.method, Method::Get);
         if !(get && !grace.is_zero() && ran.database_failed) {
             return (first, ran);
         }
@@ -576,8 +581,8 @@ impl Runtime {
     }
 }
 
-/// `response` as `304 Not Modified` (no body, no `content-type`; its ETag
-/// and X-Cache kept) when it is a 200 whose typed ETag the request's
+/// `response` to a GET or HEAD as `304 Not Modified` (no body, no
+/// `content-type`; its ETag and X-Cache kept) when it is a 200 whose typed ETag the request's
 /// `If-None-Match` names: the host answers conditional requests for the
 /// ETags components give it typed (contract 0.2.0's `response.etag`).
 fn not_modified(mut response: Response, headers: &http::HeaderMap) -> Response {
