@@ -32,11 +32,7 @@ fn component(name: &str) -> Vec<u8> {
 }
 
 fn get(path: &str) -> Request {
-    Request {
-        method: "GET".into(),
-        path: path.into(),
-        ..Request::default()
-    }
+    Request::new(http::Method::GET, path)
 }
 
 /// Whether the component answered from the cache (`X-Cache: HIT`).

@@ -13,16 +13,43 @@ pub struct Principal {
 /// An HTTP request as handed to a component.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    pub method: String,
-    pub path: String,
-    /// The raw query string, without the `?` and not percent-decoded;
-    /// empty when there is none.
-    pub query: String,
+    pub method: http::Method,
+    /// The path, then `?` and the raw query string when there is a
+    /// non-empty one, as sent (not percent-decoded): what a component gets
+    /// as its request's `target`, moved there, not copied.
+    pub target: String,
     /// Its headers, in the order received. The runtime never shows a
     /// component `authorization` (the host authenticates).
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
     pub principal: Option<Principal>,
+}
+
+impl Request {
+    /// A request for `method` and `target` (path and query string, as a
+    /// client writes it; a bare `?` is dropped), with no headers, no body
+    /// and no principal.
+    pub fn new(method: http::Method, target: &str) -> Self {
+        Request {
+            method,
+            target: target.strip_suffix('?').unwrap_or(target).to_string(),
+            ..Request::default()
+        }
+    }
+
+    /// The path, without the query string.
+    pub fn path(&self) -> &str {
+        self.split().0
+    }
+
+    /// The raw query string, without the `?`; empty when there is none.
+    pub fn query(&self) -> &str {
+        self.split().1
+    }
+
+    fn split(&self) -> (&str, &str) {
+        self.target.split_once('?').unwrap_or((&self.target, ""))
+    }
 }
 
 /// A component's response.

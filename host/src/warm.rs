@@ -321,7 +321,9 @@ impl Warmer {
         };
         let (mut filled, mut tried) = (0, 0);
         for (component, target) in targets {
-            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+            let path = target
+                .split_once('?')
+                .map_or(target.as_str(), |(path, _)| path);
             // The route may have moved to another component since.
             let Some(loaded) = self.registry.resolve(path) else {
                 continue;
@@ -330,12 +332,7 @@ impl Warmer {
                 continue;
             }
             tried += 1;
-            let request = Request {
-                method: "GET".into(),
-                path: path.to_string(),
-                query: query.to_string(),
-                ..Request::default()
-            };
+            let request = Request::new(http::Method::GET, &target);
             let (response, database_failed) = self.runtime.warm(&loaded, request).await;
             // The database fails (or there is no slot): the rest would
             // fail too.

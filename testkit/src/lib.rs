@@ -171,15 +171,11 @@ pub struct TestRequest {
 
 impl TestRequest {
     pub fn new(method: &str, target: &str) -> Self {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .unwrap_or_else(|e| panic!("`{method}` is not a method: {e}"));
         Self {
             target: target.to_string(),
-            inner: Request {
-                method: method.to_ascii_uppercase(),
-                path: path.to_string(),
-                query: query.to_string(),
-                ..Request::default()
-            },
+            inner: Request::new(method, target),
         }
     }
 

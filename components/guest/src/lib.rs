@@ -23,11 +23,15 @@
 //!   placeholders; [`page_json`] its JSON page.
 //! - [`Ttl`]: the TTL constants of the spec.
 
+mod alloc;
 mod body;
 mod cached;
 mod filter;
+#[cfg(any(target_arch = "wasm32", test))]
+mod memcmp;
 mod params;
 
+pub use alloc::SmallBlocks;
 pub use body::{invalid_field, json_body, write_request};
 pub use cache_entry::{Key, find_byte};
 pub use cached::{cache_fill, cache_hit, conditional, etag_of, with_cache};
@@ -47,6 +51,11 @@ pub mod bindings {
         default_bindings_module: "guest::bindings",
     });
 }
+
+/// The component's allocator (see [`SmallBlocks`]).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: SmallBlocks = SmallBlocks::new();
 
 pub use bindings::Guest as Handler;
 pub use bindings::export_handler;

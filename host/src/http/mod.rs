@@ -299,8 +299,9 @@ pub(super) async fn read_body(
 }
 
 /// The header that tells a client without a token apart, for a stable
-/// side of a canary.
-pub const CLIENT_ID: &str = "x-client-id";
+/// side of a canary. A `HeaderName`, not a `&str`: a lookup by a string
+/// parses it first, on every request.
+pub const CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
 
 /// Hands the request to the component routed for its path: reads the body,
 /// then admits the request (so a slow body holds no permit), then serves it.
@@ -314,8 +315,9 @@ pub(super) async fn dispatch(
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     // A client told apart by its token or client id goes to the same
     // side of a canary on every request.
-    let client = headers
-        .get(header::AUTHORIZATION)
+    let authorization = headers.get(header::AUTHORIZATION);
+    let anonymous_get = method == Method::GET && authorization.is_none();
+    let client = authorization
         .or_else(|| headers.get(CLIENT_ID))
         .map(HeaderValue::as_bytes);
     let routed = state
@@ -325,7 +327,6 @@ pub(super) async fn dispatch(
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
     let component = &routed.component;
     let started = std::time::Instant::now();
-    let anonymous_get = method == Method::GET && !headers.contains_key(header::AUTHORIZATION);
     let answer = admit_and_serve(&state, component, method, &uri, headers, body).await;
     let status = match &answer {
         Ok(response) => response.status(),
@@ -412,10 +413,15 @@ pub(super) async fn serve_component(
             Some(Box::pin(auth::principal(state.inner.db.as_ref(), token)).await?)
         }
     };
+    // One copy of the path and query, which the component gets as its
+    // request's target as it is (a bare `?` dropped).
+    let target = match uri.query() {
+        Some("") | None => uri.path(),
+        Some(_) => uri.path_and_query().map_or("/", |t| t.as_str()),
+    };
     let request = Request {
-        method: method.as_str().to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
+        method,
+        target: target.to_string(),
         // Handed over as they are: a component reads those it needs, and
         // never `authorization` (the runtime keeps it from the component).
         headers,

@@ -317,7 +317,7 @@ impl Runtime {
         component: &Arc<LoadedComponent>,
         request: Request,
     ) -> Result<Response, InvokeError> {
-        let reading = if request.method == "GET" {
+        let reading = if request.method == http::Method::GET {
             Reading::Revalidating
         } else {
             Reading::Fresh

@@ -265,16 +265,8 @@ impl From<Request> for Incoming {
     fn from(r: Request) -> Self {
         Incoming {
             request: types::Request {
-                method: method(r.method),
-                target: if r.query.is_empty() {
-                    r.path
-                } else {
-                    let mut target = String::with_capacity(r.path.len() + 1 + r.query.len());
-                    target.push_str(&r.path);
-                    target.push('?');
-                    target.push_str(&r.query);
-                    target
-                },
+                method: method(&r.method),
+                target: r.target,
                 body: (!r.body.is_empty()).then_some(r.body),
                 principal: r.principal.map(|p| types::Principal {
                     user_id: p.user_id,
@@ -287,16 +279,16 @@ impl From<Request> for Incoming {
 }
 
 /// `method` as the contract's variant: a case for the common ones.
-fn method(method: String) -> types::Method {
-    match method.as_str() {
-        "GET" => types::Method::Get,
-        "HEAD" => types::Method::Head,
-        "POST" => types::Method::Post,
-        "PUT" => types::Method::Put,
-        "DELETE" => types::Method::Delete,
-        "PATCH" => types::Method::Patch,
-        "OPTIONS" => types::Method::Options,
-        _ => types::Method::Other(method),
+fn method(method: &http::Method) -> types::Method {
+    match *method {
+        http::Method::GET => types::Method::Get,
+        http::Method::HEAD => types::Method::Head,
+        http::Method::POST => types::Method::Post,
+        http::Method::PUT => types::Method::Put,
+        http::Method::DELETE => types::Method::Delete,
+        http::Method::PATCH => types::Method::Patch,
+        http::Method::OPTIONS => types::Method::Options,
+        _ => types::Method::Other(method.as_str().to_string()),
     }
 }
 
