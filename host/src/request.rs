@@ -27,12 +27,16 @@ pub struct Request {
 
 impl Request {
     /// A request for `method` and `target` (path and query string, as a
-    /// client writes it; a bare `?` is dropped), with no headers, no body
-    /// and no principal.
+    /// client writes it; a `?` with no query after it is dropped), with no
+    /// headers, no body and no principal.
     pub fn new(method: http::Method, target: &str) -> Self {
+        let target = match target.split_once('?') {
+            Some((path, "")) => path,
+            _ => target,
+        };
         Request {
             method,
-            target: target.strip_suffix('?').unwrap_or(target).to_string(),
+            target: target.to_string(),
             ..Request::default()
         }
     }
@@ -100,5 +104,25 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn a_request_keeps_its_target_but_a_question_mark_with_no_query() {
+        let target = |t| Request::new(http::Method::GET, t).target;
+        assert_eq!(target("/x"), "/x");
+        assert_eq!(target("/x?"), "/x");
+        assert_eq!(target("/x?a=1"), "/x?a=1");
+        // Only a `?` that ends an empty query goes.
+        assert_eq!(target("/x?q=what?"), "/x?q=what?");
+        assert_eq!(target("/x??"), "/x??");
+        let r = Request::new(http::Method::GET, "/x?q=what?");
+        assert_eq!((r.path(), r.query()), ("/x", "q=what?"));
+        let r = Request::new(http::Method::GET, "/x");
+        assert_eq!((r.path(), r.query()), ("/x", ""));
     }
 }

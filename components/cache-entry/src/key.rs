@@ -61,9 +61,11 @@ impl Key {
             // `-` is encoded, as `text` encodes it.
             self.0.push_str("%2D");
         }
-        // ASCII digits, so always UTF-8.
-        self.0
-            .push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+        // One by one: a few digits, where `from_utf8` and a copy of a
+        // length not known before cost a component more.
+        for &digit in &digits[at..] {
+            self.0.push(char::from(digit));
+        }
         self
     }
 

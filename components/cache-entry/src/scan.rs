@@ -52,6 +52,16 @@ pub fn find_either(haystack: &[u8], a: u8, b: u8) -> Option<usize> {
 /// already, so that the common case neither copies nor validates.
 pub fn query_pairs(raw: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let mut pairs = Vec::new();
+    // Nothing to decode anywhere (the common case): one look at the whole
+    // string rather than one at each name and value.
+    let plain = find_either(raw.as_bytes(), b'%', b'+').is_none();
+    let decode = |text| {
+        if plain {
+            Cow::Borrowed(text)
+        } else {
+            decode(text)
+        }
+    };
     let mut rest = raw;
     while !rest.is_empty() {
         let end = find_byte(rest.as_bytes(), b'&').unwrap_or(rest.len());

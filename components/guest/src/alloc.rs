@@ -14,7 +14,9 @@
 //!
 //! Components have one thread (`wasm32-wasip2` has none to start), which
 //! is what makes the unsynchronized lists sound; `GlobalAlloc` requires
-//! `Sync`, which is asserted for that reason.
+//! `Sync`, which is asserted for that reason. Private to the kit, so that
+//! no multi-threaded program can make it its allocator; a build with
+//! threads is refused.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -25,8 +27,11 @@ const STEP: usize = 16;
 /// Size classes: blocks of up to `CLASSES * STEP` bytes.
 const CLASSES: usize = 16;
 
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+compile_error!("SmallBlocks assumes one thread; this build has wasm threads");
+
 /// `System` with a free list per size class for small blocks.
-pub struct SmallBlocks {
+pub(crate) struct SmallBlocks {
     /// The first free block of each class; each free block holds a pointer
     /// to the next.
     free: UnsafeCell<[*mut u8; CLASSES]>,
@@ -37,16 +42,10 @@ pub struct SmallBlocks {
 unsafe impl Sync for SmallBlocks {}
 
 impl SmallBlocks {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             free: UnsafeCell::new([ptr::null_mut(); CLASSES]),
         }
-    }
-}
-
-impl Default for SmallBlocks {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -23,6 +23,7 @@
 //!   placeholders; [`page_json`] its JSON page.
 //! - [`Ttl`]: the TTL constants of the spec.
 
+#[cfg(any(target_arch = "wasm32", test))]
 mod alloc;
 mod body;
 mod cached;
@@ -31,12 +32,11 @@ mod filter;
 mod memcmp;
 mod params;
 
-pub use alloc::SmallBlocks;
 pub use body::{invalid_field, json_body, write_request};
 pub use cache_entry::{Key, find_byte};
 pub use cached::{cache_fill, cache_hit, conditional, etag_of, with_cache};
 pub use filter::{Filter, or_db_error, page_json};
-pub use params::Query;
+pub use params::{Param, Query};
 
 // Generated code: lifting a record of many fields takes many arguments.
 #[allow(clippy::too_many_arguments)]
@@ -52,10 +52,10 @@ pub mod bindings {
     });
 }
 
-/// The component's allocator (see [`SmallBlocks`]).
+/// The component's allocator (see `alloc.rs`).
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: SmallBlocks = SmallBlocks::new();
+static ALLOCATOR: alloc::SmallBlocks = alloc::SmallBlocks::new();
 
 pub use bindings::Guest as Handler;
 pub use bindings::export_handler;

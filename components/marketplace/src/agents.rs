@@ -84,15 +84,15 @@ struct Browse<'a> {
 
 impl<'a> Browse<'a> {
     fn parse(req: &'a Request) -> Result<Self, Response> {
-        let q = Query::new(req.query());
-        q.only(&["query", "category", "featured", "sortBy", "limit", "offset"])?;
+        let [query, category, featured, sort, limit, offset] = Query::new(req.query())
+            .params(["query", "category", "featured", "sortBy", "limit", "offset"])?;
         Ok(Browse {
-            query: q.text("query", MAX_TEXT)?,
-            category: q.text("category", MAX_TEXT)?,
-            featured: q.boolean("featured")?,
-            sort: q.choice("sortBy", SORTS)?.unwrap_or("trending"),
-            limit: q.int("limit", 50, 1, 100)?,
-            offset: q.int("offset", 0, 0, MAX_OFFSET)?,
+            query: query.text(MAX_TEXT)?,
+            category: category.text(MAX_TEXT)?,
+            featured: featured.boolean()?,
+            sort: sort.choice(SORTS)?.unwrap_or("trending"),
+            limit: limit.int(50, 1, 100)?,
+            offset: offset.int(0, 0, MAX_OFFSET)?,
         })
     }
 
@@ -165,8 +165,8 @@ pub fn browse(req: &Request) -> Response {
 /// `GET /api/marketplace/trending`: installs in the last 7 days, then
 /// installs of all time.
 pub fn trending(req: &Request) -> Response {
-    let q = Query::new(req.query());
-    let limit = match q.only(&["limit"]).and_then(|()| q.int("limit", 10, 1, 50)) {
+    let params = Query::new(req.query()).params(["limit"]);
+    let limit = match params.and_then(|[limit]| limit.int(10, 1, 50)) {
         Ok(l) => l,
         Err(r) => return r,
     };

@@ -98,22 +98,22 @@ struct ListParams<'a> {
 
 impl<'a> ListParams<'a> {
     fn parse(req: &'a Request) -> Result<Self, Response> {
-        let q = Query::new(req.query());
-        q.only(&[
-            "query",
-            "category",
-            "complexity",
-            "featured",
-            "limit",
-            "offset",
-        ])?;
+        let [query, category, complexity, featured, limit, offset] = Query::new(req.query())
+            .params([
+                "query",
+                "category",
+                "complexity",
+                "featured",
+                "limit",
+                "offset",
+            ])?;
         Ok(Self {
-            query: q.text("query", MAX_TEXT)?,
-            category: q.text("category", MAX_TEXT)?,
-            complexity: q.choice("complexity", COMPLEXITIES)?,
-            featured: q.boolean("featured")?,
-            limit: q.int("limit", 50, 1, 100)?,
-            offset: q.int("offset", 0, 0, MAX_OFFSET)?,
+            query: query.text(MAX_TEXT)?,
+            category: category.text(MAX_TEXT)?,
+            complexity: complexity.choice(COMPLEXITIES)?,
+            featured: featured.boolean()?,
+            limit: limit.int(50, 1, 100)?,
+            offset: offset.int(0, 0, MAX_OFFSET)?,
         })
     }
 

@@ -413,15 +413,9 @@ pub(super) async fn serve_component(
             Some(Box::pin(auth::principal(state.inner.db.as_ref(), token)).await?)
         }
     };
-    // One copy of the path and query, which the component gets as its
-    // request's target as it is (a bare `?` dropped).
-    let target = match uri.query() {
-        Some("") | None => uri.path(),
-        Some(_) => uri.path_and_query().map_or("/", |t| t.as_str()),
-    };
     let request = Request {
         method,
-        target: target.to_string(),
+        target: target_of(uri),
         // Handed over as they are: a component reads those it needs, and
         // never `authorization` (the runtime keeps it from the component).
         headers,
@@ -431,6 +425,18 @@ pub(super) async fn serve_component(
     };
     let response = state.inner.runtime.serve(component, request).await?;
     into_http(response, &component.name)
+}
+
+/// The target a component gets for `uri`: its path, then `?` and the
+/// query when there is a non-empty one, as sent; one copy of them.
+fn target_of(uri: &Uri) -> String {
+    match (uri.query(), uri.path_and_query()) {
+        (None | Some(""), _) => uri.path().to_string(),
+        // An absolute-form URI with no path (`http://h?q=1`) has `?q=1`
+        // here; its path is `/`.
+        (Some(_), Some(target)) if target.as_str().starts_with('/') => target.as_str().to_string(),
+        (Some(query), _) => format!("{}?{query}", uri.path()),
+    }
 }
 
 /// The header a cached answer says HIT, MISS or STALE in.
@@ -493,4 +499,23 @@ fn into_http(response: ComponentResponse, component: &str) -> Result<Response, A
         out_headers.append(X_CACHE, HeaderValue::from_static(cache.as_str()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_of;
+    use http::Uri;
+
+    #[test]
+    fn a_component_gets_the_path_and_a_non_empty_query_as_sent() {
+        let target = |uri: &str| target_of(&uri.parse::<Uri>().unwrap());
+        assert_eq!(target("/api/x"), "/api/x");
+        assert_eq!(target("/api/x?"), "/api/x");
+        assert_eq!(target("/api/x?a=1&b=%20"), "/api/x?a=1&b=%20");
+        assert_eq!(target("/api/x?q=what?"), "/api/x?q=what?");
+        assert_eq!(target("http://h/api/x?a=1"), "/api/x?a=1");
+        assert_eq!(target("http://h?a=1"), "/?a=1");
+        assert_eq!(target("http://h"), "/");
+        assert_eq!(target("*"), "*");
+    }
 }
