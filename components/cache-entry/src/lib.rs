@@ -14,13 +14,14 @@
 //!   before) reads as a miss.
 //! - [`if_none_match_names`]: the weak comparison of RFC 9110.
 //! - [`query_pairs`] and [`find_byte`]: a query string split, and a byte
-//!   found, at a cost a component can afford on every request.
+//!   found, at a cost a component can afford on every request;
+//!   [`longer_than`] and [`has_control`], a text parameter's checks.
 
 mod key;
 mod scan;
 
 pub use key::Key;
-pub use scan::{find_byte, find_either, query_pairs};
+pub use scan::{find_byte, find_either, has_control, longer_than, query_pairs};
 
 use xxhash_rust::xxh3::xxh3_64;
 

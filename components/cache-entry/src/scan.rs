@@ -79,6 +79,20 @@ pub fn query_pairs(raw: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     pairs
 }
 
+/// Whether `text` has more than `max_chars` characters. A text has no
+/// more characters than bytes, so they are counted (a loop a component
+/// pays for by the byte) only when its bytes cannot tell.
+pub fn longer_than(text: &str, max_chars: usize) -> bool {
+    text.len() > max_chars && text.chars().count() > max_chars
+}
+
+/// Whether `text` holds a control character (`char::is_control`). One is
+/// either an ASCII control (below 0x20, or DEL) or not ASCII, so the
+/// characters are looked at only when some byte is one of those.
+pub fn has_control(text: &str) -> bool {
+    text.bytes().any(|b| !(0x20..0x7f).contains(&b)) && text.chars().any(char::is_control)
+}
+
 /// One name or value of a query string, decoded as a form's is.
 fn decode(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
@@ -154,5 +168,36 @@ mod tests {
         let pairs = query_pairs("limit=20&q=a+b");
         assert!(matches!(pairs[0].1, Cow::Borrowed("20")));
         assert!(matches!(pairs[1].1, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn text_checks_agree_with_counting_and_looking_at_every_character() {
+        let texts = [
+            "",
+            "coding",
+            "ééééé",
+            "éééééé",
+            "a\u{1}b",
+            "a\nb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "\u{a0}x",
+            "✓✓✓",
+            "日本語テキスト",
+        ];
+        for text in texts {
+            for max in 0..8 {
+                assert_eq!(
+                    longer_than(text, max),
+                    text.chars().count() > max,
+                    "{text:?} {max}"
+                );
+            }
+            assert_eq!(
+                has_control(text),
+                text.chars().any(char::is_control),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! splitting the query (BENCHMARKS.md, "a tenth run").
 
 use crate::{Response, error};
+use cache_entry::{has_control, longer_than};
 use std::borrow::Cow;
 
 /// The query parameters of a request, split and percent-decoded from its
@@ -25,8 +26,8 @@ pub struct Query<'a> {
 
 /// One parameter an endpoint knows, as [`Query::params`] found it: absent,
 /// given once, or given more than once (an error its accessors report).
-pub struct Param<'a> {
-    name: &'static str,
+pub struct Param<'a, 'n> {
+    name: &'n str,
     value: Option<Cow<'a, str>>,
     repeated: bool,
 }
@@ -49,10 +50,10 @@ impl<'a> Query<'a> {
     /// any other name (as [`Query::only`]). A repeated one is reported by
     /// its accessor, so that errors come in the order the endpoint reads
     /// its parameters, as they do when read one by one by name.
-    pub fn params<const N: usize>(
+    pub fn params<'n, const N: usize>(
         &self,
-        known: [&'static str; N],
-    ) -> Result<[Param<'a>; N], Response> {
+        known: [&'n str; N],
+    ) -> Result<[Param<'a, 'n>; N], Response> {
         let mut params = known.map(|name| Param {
             name,
             value: None,
@@ -90,7 +91,7 @@ impl<'a> Query<'a> {
     }
 
     /// The parameter `name`, looked up by it.
-    fn param(&self, name: &'static str) -> Param<'a> {
+    fn param<'n>(&self, name: &'n str) -> Param<'a, 'n> {
         let mut param = Param {
             name,
             value: None,
@@ -106,47 +107,37 @@ impl<'a> Query<'a> {
     }
 
     /// The raw value of `name`: none when absent, 400 when repeated.
-    pub fn raw(&self, name: &'static str) -> Result<Option<Cow<'a, str>>, Response> {
+    pub fn raw(&self, name: &str) -> Result<Option<Cow<'a, str>>, Response> {
         self.param(name).raw()
     }
 
     /// Free text of at most `max_chars` characters; none when absent or
     /// empty.
-    pub fn text(
-        &self,
-        name: &'static str,
-        max_chars: usize,
-    ) -> Result<Option<Cow<'a, str>>, Response> {
+    pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<Cow<'a, str>>, Response> {
         self.param(name).text(max_chars)
     }
 
     /// An integer in `min..=max`, `default` when absent.
-    pub fn int(
-        &self,
-        name: &'static str,
-        default: i64,
-        min: i64,
-        max: i64,
-    ) -> Result<i64, Response> {
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, Response> {
         self.param(name).int(default, min, max)
     }
 
     /// `true` or `false`; none when absent.
-    pub fn boolean(&self, name: &'static str) -> Result<Option<bool>, Response> {
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, Response> {
         self.param(name).boolean()
     }
 
     /// One of `allowed`; none when absent.
     pub fn choice(
         &self,
-        name: &'static str,
+        name: &str,
         allowed: &[&'static str],
     ) -> Result<Option<&'static str>, Response> {
         self.param(name).choice(allowed)
     }
 }
 
-impl<'a> Param<'a> {
+impl<'a> Param<'a, '_> {
     /// Its raw value: none when absent, 400 when repeated.
     pub fn raw(self) -> Result<Option<Cow<'a, str>>, Response> {
         if self.repeated {
@@ -172,15 +163,10 @@ impl<'a> Param<'a> {
     pub fn text(self, max_chars: usize) -> Result<Option<Cow<'a, str>>, Response> {
         let name = self.name;
         let value = self.raw()?.filter(|v| !v.is_empty());
-        // No more characters than bytes, and a control character is either
-        // an ASCII one or not ASCII: the characters are counted and
-        // looked at one by one only when the bytes cannot tell.
-        let too_long = |v: &str| v.len() > max_chars && v.chars().count() > max_chars;
-        let has_control = |v: &str| {
-            v.bytes().any(|b| !(0x20..0x7f).contains(&b)) && v.chars().any(char::is_control)
-        };
+        // The characters are counted, and looked at, only when the bytes
+        // cannot tell (the native baseline runs the same checks).
         match value {
-            Some(v) if too_long(&v) => Err(invalid(&format!(
+            Some(v) if longer_than(&v, max_chars) => Err(invalid(&format!(
                 "`{name}` must be at most {max_chars} characters long"
             ))),
             Some(v) if has_control(&v) => Err(invalid(&format!(

@@ -21,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cache_entry::{Key, if_none_match_names, query_pairs, split_entry};
+use cache_entry::{Key, has_control, if_none_match_names, longer_than, query_pairs, split_entry};
 use std::borrow::Cow;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -47,7 +47,7 @@ fn browse_key(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Option<String> {
     // Empty free text counts as absent; an empty typed value is the
     // component's 400.
     let text = |i: usize| match values[i].filter(|v| !v.is_empty()) {
-        Some(v) if v.chars().count() > 200 || v.chars().any(char::is_control) => Err(()),
+        Some(v) if longer_than(v, 200) || has_control(v) => Err(()),
         other => Ok(other),
     };
     let (query, category) = (text(0).ok()?, text(1).ok()?);
