@@ -43,17 +43,19 @@ impl Request {
 
     /// The path, without the query string.
     pub fn path(&self) -> &str {
-        self.split().0
+        split_target(&self.target).0
     }
 
     /// The raw query string, without the `?`; empty when there is none.
     pub fn query(&self) -> &str {
-        self.split().1
+        split_target(&self.target).1
     }
+}
 
-    fn split(&self) -> (&str, &str) {
-        self.target.split_once('?').unwrap_or((&self.target, ""))
-    }
+/// The path and the query string of a request's `target` (the query empty
+/// when it has none).
+pub fn split_target(target: &str) -> (&str, &str) {
+    target.split_once('?').unwrap_or((target, ""))
 }
 
 /// A component's response.

@@ -321,18 +321,15 @@ impl Warmer {
         };
         let (mut filled, mut tried) = (0, 0);
         for (component, target) in targets {
-            let path = target
-                .split_once('?')
-                .map_or(target.as_str(), |(path, _)| path);
+            let request = Request::new(http::Method::GET, &target);
             // The route may have moved to another component since.
-            let Some(loaded) = self.registry.resolve(path) else {
+            let Some(loaded) = self.registry.resolve(request.path()) else {
                 continue;
             };
             if loaded.name != component {
                 continue;
             }
             tried += 1;
-            let request = Request::new(http::Method::GET, &target);
             let (response, database_failed) = self.runtime.warm(&loaded, request).await;
             // The database fails (or there is no slot): the rest would
             // fail too.

@@ -6,7 +6,7 @@ use super::Warm;
 use super::bindings::{self, marketplace::host::types, v010::marketplace::host::types as v010};
 use super::invocation::{Invocation, request_headers};
 use super::reuse::Pool;
-use crate::request::{CacheStatus, Request, Response};
+use crate::request::{CacheStatus, Request, Response, split_target};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -304,9 +304,4 @@ pub(super) fn method_name(method: &types::Method) -> &str {
         types::Method::Options => "OPTIONS",
         types::Method::Other(other) => other,
     }
-}
-
-/// The path and the query string of `target` (empty when it has none).
-pub(super) fn split_target(target: &str) -> (&str, &str) {
-    target.split_once('?').unwrap_or((target, ""))
 }
