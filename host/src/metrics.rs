@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -56,6 +57,9 @@ struct Answered {
 /// latency. Versions are few (the registry keeps six per component), so
 /// the label sets are bounded.
 pub struct RequestMetrics {
+    /// Which `RequestMetrics` this is, so that a `VersionSlot` filled by
+    /// another (a test's second app) is not trusted.
+    id: usize,
     answered: Family<Answered, Counter>,
     latency: Family<Version, Histogram, fn() -> Histogram>,
     /// Each version's metrics, by component then digest, so that a request
@@ -69,6 +73,12 @@ pub struct RequestMetrics {
 /// `RequestMetrics::handles`: by component, then by digest.
 type ByVersion = HashMap<String, HashMap<String, Arc<Handles>, Fast>, Fast>;
 type Fast = foldhash::fast::RandomState;
+
+/// Where one component version keeps its metrics once found (see
+/// `RequestMetrics::record_in`), with the id of the `RequestMetrics` they
+/// belong to.
+#[derive(Default)]
+pub struct VersionSlot(OnceLock<(usize, Arc<Handles>)>);
 
 /// One version's metrics: its counters of the status classes 1xx to 5xx
 /// (each made on its first use, so that a class never seen is not shown)
@@ -97,7 +107,9 @@ impl RequestMetrics {
             "From a request's routing to its answer (its body read included), per component version",
             latency.clone(),
         );
+        static IDS: AtomicUsize = AtomicUsize::new(0);
         Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             answered,
             latency,
             handles: RwLock::default(),
@@ -108,6 +120,31 @@ impl RequestMetrics {
     /// `status` after `took`.
     pub fn record(&self, component: &str, digest: &str, status: u16, took: Duration) {
         let handles = self.handles(component, digest);
+        self.count(&handles, status, took);
+    }
+
+    /// `record`, the version's metrics kept in `slot` (one per version,
+    /// `LoadedComponent::metrics`) after its first request, so that later
+    /// ones skip finding them by name.
+    pub fn record_in(
+        &self,
+        slot: &VersionSlot,
+        component: &str,
+        digest: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        let (id, handles) = slot
+            .0
+            .get_or_init(|| (self.id, self.handles(component, digest)));
+        if *id == self.id {
+            self.count(handles, status, took);
+        } else {
+            self.record(component, digest, status, took);
+        }
+    }
+
+    fn count(&self, handles: &Handles, status: u16, took: Duration) {
         // Statuses are 100 to 599 (the runtime refuses others).
         let class = usize::from(status / 100).clamp(1, 5);
         handles.answered[class - 1]
@@ -180,5 +217,30 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn a_version_slot_counts_where_lookups_by_name_count_and_only_for_its_own_metrics() {
+        let ms = Duration::from_millis(1);
+        let slot = VersionSlot::default();
+        let first = Metrics::new(Registry::default());
+        let second = Metrics::new(Registry::default());
+        first.requests.record_in(&slot, "a", "d1", 200, ms);
+        first.requests.record("a", "d1", 200, ms);
+        first.requests.record_in(&slot, "a", "d1", 503, ms);
+        // The slot holds the first's metrics: the second still counts in its own.
+        second.requests.record_in(&slot, "a", "d1", 200, ms);
+        let count = |metrics: &Metrics, class: &str| {
+            let labels = format!(r#"component="a",digest="d1",class="{class}""#);
+            metrics
+                .render()
+                .lines()
+                .find(|l| l.starts_with("marketplace_requests_total{") && l.contains(&labels))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        assert_eq!(count(&first, "2xx").as_deref(), Some("2"));
+        assert_eq!(count(&first, "5xx").as_deref(), Some("1"));
+        assert_eq!(count(&second, "2xx").as_deref(), Some("1"));
+        assert_eq!(count(&second, "5xx"), None);
     }
 }

@@ -449,7 +449,15 @@ impl Registry {
     /// id, if it has one) for `path` goes to: the serving one, or the
     /// canary for its share of requests. Its status goes back to
     /// `observe`.
-    pub fn route(&self, path: &str, client: Option<&[u8]>) -> Option<Routed> {
+    ///
+    /// `client` is asked only while a canary runs: finding a header by a
+    /// name that is not a standard one costs a hash of it, which a request
+    /// to a component without a canary need not pay.
+    pub fn route<'c>(
+        &self,
+        path: &str,
+        client: impl FnOnce() -> Option<&'c [u8]>,
+    ) -> Option<Routed> {
         let name = self.routes.resolve(path)?;
         let slot = self.slots.get(name)?;
         let canary = slot.canary.load_full();
@@ -460,7 +468,7 @@ impl Registry {
                 canary: None,
             },
             Some(canary) => {
-                let takes = canary.takes(client);
+                let takes = canary.takes(client());
                 Routed {
                     component: if takes {
                         canary.version.clone()

@@ -317,9 +317,11 @@ pub(super) async fn dispatch(
     // side of a canary on every request.
     let authorization = headers.get(header::AUTHORIZATION);
     let anonymous_get = method == Method::GET && authorization.is_none();
-    let client = authorization
-        .or_else(|| headers.get(CLIENT_ID))
-        .map(HeaderValue::as_bytes);
+    let client = || {
+        authorization
+            .or_else(|| headers.get(CLIENT_ID))
+            .map(HeaderValue::as_bytes)
+    };
     let routed = state
         .inner
         .registry
@@ -327,7 +329,8 @@ pub(super) async fn dispatch(
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
     let component = &routed.component;
     let started = std::time::Instant::now();
-    let answer = admit_and_serve(&state, component, method, &uri, headers, body).await;
+    let token = authorization.is_some();
+    let answer = admit_and_serve(&state, component, method, &uri, headers, token, body).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status(),
@@ -342,7 +345,8 @@ pub(super) async fn dispatch(
     {
         state.inner.warmer.record(&component.name, target.as_str());
     }
-    state.inner.metrics.requests.record(
+    state.inner.metrics.requests.record_in(
+        &component.metrics,
         &component.name,
         &component.digest,
         status.as_u16(),
@@ -362,19 +366,16 @@ async fn admit_and_serve(
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
+    token: bool,
     body: Body,
 ) -> Result<Response, AppError> {
     let max = state.inner.limits.max_body_bytes;
     // The body's room in the budget: its declared length, or the largest
     // it may be. None left: 503 at once, as for the in-flight bound.
-    let room = match (
-        http_body::Body::size_hint(&body).exact(),
-        declared_length(&headers),
-    ) {
+    let room = match http_body::Body::size_hint(&body).exact() {
         // No body at all (a GET): nothing to hold.
-        (Some(0), _) => 0,
-        (_, Some(n)) => n.min(max as u64) as usize,
-        (_, None) => max,
+        Some(0) => 0,
+        _ => declared_length(&headers).map_or(max, |n| n.min(max as u64) as usize),
     };
     let _room = match u32::try_from(room) {
         Ok(0) => None,
@@ -390,21 +391,24 @@ async fn admit_and_serve(
     };
     let body = read_body(&state.inner.limits, &headers, body, max).await?;
     let _admission = state.admit(&component.name)?;
-    serve_component(state, component, method, uri, headers, body).await
+    serve_component(state, component, method, uri, headers, token, body).await
 }
 
 /// Runs an admitted request through `component`, with the principal of its
-/// bearer token if it has one. An unknown or malformed token is refused
-/// here, before the component runs.
+/// bearer token if it has one (`token`: whether `headers` hold an
+/// `authorization`, which the caller has looked for already). An unknown
+/// or malformed token is refused here, before the component runs.
 pub(super) async fn serve_component(
     state: &AppState,
     component: &Arc<LoadedComponent>,
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
+    token: bool,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let principal = match headers.get(header::AUTHORIZATION) {
+    let authorization = token.then(|| headers.get(header::AUTHORIZATION)).flatten();
+    let principal = match authorization {
         None => None,
         Some(value) => {
             let token = auth::bearer_token(value.as_bytes())?;

@@ -164,7 +164,9 @@ async fn hit_or_component(
     let uri: Uri = path_and_query
         .parse()
         .map_err(|_| AppError::BadRequest("unparsable path".into()))?;
-    serve_component(&state, &component, Method::GET, &uri, headers, Bytes::new()).await
+    let token = headers.contains_key(header::AUTHORIZATION);
+    let body = Bytes::new();
+    serve_component(&state, &component, Method::GET, &uri, headers, token, body).await
 }
 
 #[cfg(test)]

@@ -265,6 +265,7 @@ impl Runtime {
             instance_reuse: types::UNSET.into(),
             pre,
             warm,
+            metrics: Default::default(),
         })
     }
 

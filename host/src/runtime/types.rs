@@ -69,6 +69,8 @@ pub struct LoadedComponent {
     pub(super) pre: Pre,
     /// Its idle warm instances (instance reuse); never another version's.
     pub(super) warm: Arc<Pool<Warm>>,
+    /// Its request metrics, once its first request has found them.
+    pub metrics: crate::metrics::VersionSlot,
 }
 
 /// A component pre-instantiated with the contract it was built for.
