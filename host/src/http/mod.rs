@@ -407,6 +407,13 @@ pub(super) async fn serve_component(
     token: bool,
     body: Bytes,
 ) -> Result<Response, AppError> {
+    // A caller that said "no token" for a request with one would serve it
+    // as anonymous: tests (debug builds) catch a caller that gets it wrong.
+    debug_assert_eq!(
+        token,
+        headers.contains_key(header::AUTHORIZATION),
+        "`token` says whether the request has an `authorization` header"
+    );
     let authorization = token.then(|| headers.get(header::AUTHORIZATION)).flatten();
     let principal = match authorization {
         None => None,
