@@ -329,8 +329,18 @@ pub(super) async fn dispatch(
         .ok_or_else(|| AppError::NotFound(format!("no component answers {}", uri.path())))?;
     let component = &routed.component;
     let started = std::time::Instant::now();
-    let token = authorization.is_some();
-    let answer = admit_and_serve(&state, component, method, &uri, headers, token, body).await;
+    // Handed down with the headers, so that it is looked up once.
+    let authorization = authorization.cloned();
+    let answer = admit_and_serve(
+        &state,
+        component,
+        method,
+        &uri,
+        headers,
+        authorization,
+        body,
+    )
+    .await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status(),
@@ -366,7 +376,7 @@ async fn admit_and_serve(
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
-    token: bool,
+    authorization: Option<HeaderValue>,
     body: Body,
 ) -> Result<Response, AppError> {
     let max = state.inner.limits.max_body_bytes;
@@ -391,30 +401,22 @@ async fn admit_and_serve(
     };
     let body = read_body(&state.inner.limits, &headers, body, max).await?;
     let _admission = state.admit(&component.name)?;
-    serve_component(state, component, method, uri, headers, token, body).await
+    serve_component(state, component, method, uri, headers, authorization, body).await
 }
 
 /// Runs an admitted request through `component`, with the principal of its
-/// bearer token if it has one (`token`: whether `headers` hold an
-/// `authorization`, which the caller has looked for already). An unknown
-/// or malformed token is refused here, before the component runs.
+/// bearer token if it has one (`authorization`, the header of that name in
+/// `headers`, which the caller has looked up already). An unknown or
+/// malformed token is refused here, before the component runs.
 pub(super) async fn serve_component(
     state: &AppState,
     component: &Arc<LoadedComponent>,
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
-    token: bool,
+    authorization: Option<HeaderValue>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    // A caller that said "no token" for a request with one would serve it
-    // as anonymous: tests (debug builds) catch a caller that gets it wrong.
-    debug_assert_eq!(
-        token,
-        headers.contains_key(header::AUTHORIZATION),
-        "`token` says whether the request has an `authorization` header"
-    );
-    let authorization = token.then(|| headers.get(header::AUTHORIZATION)).flatten();
     let principal = match authorization {
         None => None,
         Some(value) => {

@@ -164,9 +164,18 @@ async fn hit_or_component(
     let uri: Uri = path_and_query
         .parse()
         .map_err(|_| AppError::BadRequest("unparsable path".into()))?;
-    let token = headers.contains_key(header::AUTHORIZATION);
+    let authorization = headers.get(header::AUTHORIZATION).cloned();
     let body = Bytes::new();
-    serve_component(&state, &component, Method::GET, &uri, headers, token, body).await
+    serve_component(
+        &state,
+        &component,
+        Method::GET,
+        &uri,
+        headers,
+        authorization,
+        body,
+    )
+    .await
 }
 
 #[cfg(test)]
