@@ -54,19 +54,11 @@ impl<'a> Query<'a> {
         &self,
         known: [&'n str; N],
     ) -> Result<[Param<'a, 'n>; N], Response> {
-        let mut params = known.map(|name| Param {
-            name,
-            value: None,
-            repeated: false,
-        });
+        let mut params = known.map(Param::absent);
         let mut unknown = None;
         for (name, value) in &self.pairs {
             match known.iter().position(|k| same(name, k)) {
-                Some(i) => {
-                    let param = &mut params[i];
-                    param.repeated |= param.value.is_some();
-                    param.value = Some(value.clone());
-                }
+                Some(i) => params[i].given(value.clone()),
                 None => {
                     unknown.get_or_insert(name);
                 }
@@ -92,15 +84,10 @@ impl<'a> Query<'a> {
 
     /// The parameter `name`, looked up by it.
     fn param<'n>(&self, name: &'n str) -> Param<'a, 'n> {
-        let mut param = Param {
-            name,
-            value: None,
-            repeated: false,
-        };
+        let mut param = Param::absent(name);
         for (k, v) in &self.pairs {
             if same(k, name) {
-                param.repeated |= param.value.is_some();
-                param.value = Some(v.clone());
+                param.given(v.clone());
             }
         }
         param
@@ -137,7 +124,22 @@ impl<'a> Query<'a> {
     }
 }
 
-impl<'a> Param<'a, '_> {
+impl<'a, 'n> Param<'a, 'n> {
+    /// `name`, not (yet) seen in the query.
+    fn absent(name: &'n str) -> Self {
+        Param {
+            name,
+            value: None,
+            repeated: false,
+        }
+    }
+
+    /// Notes `value` given for it: a second one makes it repeated.
+    fn given(&mut self, value: Cow<'a, str>) {
+        self.repeated |= self.value.is_some();
+        self.value = Some(value);
+    }
+
     /// Its raw value: none when absent, 400 when repeated.
     pub fn raw(self) -> Result<Option<Cow<'a, str>>, Response> {
         if self.repeated {
