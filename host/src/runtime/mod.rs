@@ -490,15 +490,23 @@ impl Runtime {
             filling,
             headers: request.headers.clone(),
         };
-        let (mut store, warm_handler, served, held) = match warm {
-            Some(mut warm) => {
+        // `place`: a warm instance's place among those kept for reuse,
+        // given back if it is retired (`reuse::Place`).
+        let (mut store, warm_handler, served, held, place) = match warm {
+            Some((mut warm, place)) => {
                 warm.store.data_mut().begin(turn);
                 let held = Some(warm.resources);
-                (warm.store, Some(warm.handler), warm.served, held)
+                (
+                    warm.store,
+                    Some(warm.handler),
+                    warm.served,
+                    held,
+                    Some(place),
+                )
             }
             None => {
                 let store = self.store(component, turn);
-                (store, None, 0, None)
+                (store, None, 0, None, None)
             }
         };
         store.set_epoch_deadline(1);
@@ -569,7 +577,7 @@ impl Runtime {
                         served,
                         resources: held.unwrap_or(resources),
                     };
-                    if component.warm.put(warm, Instant::now()).is_err() {
+                    if component.warm.put(warm, place, Instant::now()).is_err() {
                         tracing::debug!(component = %component.name, "warm instance dropped: the pool is retired or full");
                     }
                 }

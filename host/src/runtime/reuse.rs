@@ -5,20 +5,30 @@
 //! of its pool and puts it back when it ends well (`Runtime::run` decides).
 //! A pool belongs to one version of one component, so an instance never
 //! serves another version or another component; a swap retires the old
-//! version's pool. Idle instances across all pools are bounded
-//! (`Budget`), and those idle for `IDLE_FOR` are dropped by the runtime's
-//! sweep.
+//! version's pool. Reusable instances across all pools are bounded
+//! (`Budget`): an instance holds its place while idle and while it serves
+//! a request it was taken for (`Place`), so taking one out and putting it
+//! back touch no counter the worker threads share. Those idle for
+//! `IDLE_FOR` are dropped by the runtime's sweep.
+//!
+//! A pool keeps its idle instances per worker thread (`Shard`): a request
+//! takes the instance its own thread put back last, and only looks at the
+//! other threads' when its own has none, so the two workers of a loaded
+//! host do not take turns on one lock (BENCHMARKS.md, "a twelfth run").
 
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 
 /// How long a warm instance may sit idle before it is dropped.
 pub(crate) const IDLE_FOR: Duration = Duration::from_secs(30);
 
-/// How many idle instances all pools together may hold, and how many they
-/// hold now. Each holds an instance slot of the engine's pool, which is
-/// sized for this many more.
+/// How many reusable instances all pools together may hold (idle, or
+/// serving a request they were taken for), and how many they hold now.
+/// Each holds an instance slot of the engine's pool, which is sized for
+/// this many more than the requests that may run at once.
 #[derive(Debug)]
 pub(crate) struct Budget {
     most: usize,
@@ -34,89 +44,142 @@ impl Budget {
     }
 
     /// Takes one place, if one is free.
-    fn claim(&self) -> bool {
+    fn claim(&self) -> Option<Place<'_>> {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 (held < self.most).then_some(held + 1)
             })
-            .is_ok()
+            .ok()
+            .map(|_| Place(self))
     }
 
     fn release(&self, places: usize) {
         self.held.fetch_sub(places, Ordering::AcqRel);
     }
 
-    /// Idle instances held now.
+    /// Places held now.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }
 
-/// The idle instances of one component version, most recently used last.
-pub(crate) struct Pool<T> {
-    idle: Mutex<Vec<(T, Instant)>>,
+/// The place in the `Budget` of an instance taken out of its pool: given
+/// back when this is dropped (the instance is retired, or the request's
+/// future is dropped), kept when the instance goes back (`Pool::put`).
+#[must_use]
+pub(crate) struct Place<'a>(&'a Budget);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.release(1);
+    }
+}
+
+/// One worker thread's idle instances of a pool, most recently used last;
+/// padded so that two threads' shards never share a cache line.
+type Shard<T> = CachePadded<Mutex<Vec<(T, Instant)>>>;
+
+/// The idle instances of one component version.
+pub(crate) struct Pool<T: Send> {
+    shards: ThreadLocal<Shard<T>>,
     retired: AtomicBool,
     budget: Arc<Budget>,
 }
 
-impl<T> Pool<T> {
+/// `shard` locked. Nothing panics while holding it; a poisoned shard is
+/// still whole.
+fn lock<T>(shard: &Shard<T>) -> MutexGuard<'_, Vec<(T, Instant)>> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T: Send> Pool<T> {
     pub(crate) fn new(budget: Arc<Budget>) -> Self {
         Self {
-            idle: Mutex::new(Vec::new()),
+            shards: ThreadLocal::new(),
             retired: AtomicBool::new(false),
             budget,
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(T, Instant)>> {
-        // Nothing panics while holding it; a poisoned pool is still whole.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    /// This thread's shard.
+    fn own(&self) -> &Shard<T> {
+        self.shards.get_or_default()
     }
 
-    /// The most recently used idle instance (its memory is likeliest to
-    /// be resident), if any.
-    pub(crate) fn take(&self) -> Option<T> {
-        let (instance, _) = self.idle().pop()?;
-        self.budget.release(1);
-        Some(instance)
+    /// The idle instance this thread put back last (its memory is
+    /// likeliest to be resident and in this core's caches), else another
+    /// thread's; with its place in the budget.
+    pub(crate) fn take(&self) -> Option<(T, Place<'_>)> {
+        let own = self.own();
+        let taken = lock(own).pop().or_else(|| {
+            self.shards
+                .iter()
+                .filter(|shard| !std::ptr::eq(*shard, own))
+                .find_map(|shard| lock(shard).pop())
+        });
+        taken.map(|(instance, _)| (instance, Place(&self.budget)))
     }
 
-    /// Keeps `instance` idle, unless the pool is retired or the budget is
-    /// spent: then it is handed back, to be dropped.
-    pub(crate) fn put(&self, instance: T, now: Instant) -> Result<(), T> {
-        if self.retired.load(Ordering::Acquire) || !self.budget.claim() {
+    /// Keeps `instance` idle, with the place it was taken with (`None`
+    /// for a new instance: it claims one), unless the pool is retired or
+    /// the budget is spent: then it is handed back, to be dropped, and
+    /// its place given back.
+    pub(crate) fn put(&self, instance: T, place: Option<Place<'_>>, now: Instant) -> Result<(), T> {
+        if self.retired.load(Ordering::Acquire) {
             return Err(instance);
         }
-        let mut idle = self.idle();
-        // Checked again under the lock: `retire` empties the pool under it.
+        let place = match place {
+            Some(place) => place,
+            None => match self.budget.claim() {
+                Some(place) => place,
+                None => return Err(instance),
+            },
+        };
+        debug_assert!(
+            std::ptr::eq(place.0, &*self.budget),
+            "a place of another budget"
+        );
+        let mut idle = lock(self.own());
+        // Checked again under the lock: `retire` empties every shard
+        // under its lock after setting the flag.
         if self.retired.load(Ordering::Acquire) {
-            drop(idle);
-            self.budget.release(1);
             return Err(instance);
         }
         idle.push((instance, now));
+        // The idle instance holds the place now.
+        std::mem::forget(place);
         Ok(())
     }
 
     /// Drops the instances idle since before `now - IDLE_FOR`; how many.
     pub(crate) fn sweep(&self, now: Instant) -> usize {
-        let mut idle = self.idle();
-        let stale = idle
+        self.shards
             .iter()
-            .take_while(|(_, since)| now.saturating_duration_since(*since) >= IDLE_FOR)
-            .count();
-        let gone: Vec<(T, Instant)> = idle.drain(..stale).collect();
-        drop(idle);
-        self.drop_all(gone)
+            .map(|shard| {
+                let mut idle = lock(shard);
+                let stale = idle
+                    .iter()
+                    .take_while(|(_, since)| now.saturating_duration_since(*since) >= IDLE_FOR)
+                    .count();
+                let gone: Vec<(T, Instant)> = idle.drain(..stale).collect();
+                drop(idle);
+                self.drop_all(gone)
+            })
+            .sum()
     }
 
     /// Retires the pool: its idle instances are dropped, and none is kept
     /// after (until `revive`); how many were dropped.
     pub(crate) fn retire(&self) -> usize {
         self.retired.store(true, Ordering::Release);
-        let gone: Vec<(T, Instant)> = self.idle().drain(..).collect();
-        self.drop_all(gone)
+        self.shards
+            .iter()
+            .map(|shard| {
+                let gone: Vec<(T, Instant)> = lock(shard).drain(..).collect();
+                self.drop_all(gone)
+            })
+            .sum()
     }
 
     /// Drops `gone` (outside the lock), then gives back their places:
@@ -135,13 +198,17 @@ impl<T> Pool<T> {
 
     /// Idle instances now.
     pub(crate) fn len(&self) -> usize {
-        self.idle().len()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 }
 
-impl<T> Drop for Pool<T> {
+impl<T: Send> Drop for Pool<T> {
     fn drop(&mut self) {
-        let gone: Vec<(T, Instant)> = self.idle().drain(..).collect();
+        let gone: Vec<(T, Instant)> = self
+            .shards
+            .iter_mut()
+            .flat_map(|shard| shard.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..))
+            .collect();
         self.drop_all(gone);
     }
 }
@@ -150,31 +217,86 @@ impl<T> Drop for Pool<T> {
 mod tests {
     use super::*;
 
+    /// The instance `pool.take()` gives, its place given back.
+    fn taken<T: Send>(pool: &Pool<T>) -> Option<T> {
+        pool.take().map(|(instance, _place)| instance)
+    }
+
     #[test]
     fn the_most_recently_used_instance_is_taken_first() {
         let pool = Pool::new(Budget::new(4));
         let now = Instant::now();
-        pool.put(1, now).unwrap();
-        pool.put(2, now).unwrap();
-        assert_eq!(pool.take(), Some(2));
-        assert_eq!(pool.take(), Some(1));
-        assert_eq!(pool.take(), None);
+        pool.put(1, None, now).unwrap();
+        pool.put(2, None, now).unwrap();
+        assert_eq!(taken(&pool), Some(2));
+        assert_eq!(taken(&pool), Some(1));
+        assert_eq!(taken(&pool), None);
     }
 
     #[test]
-    fn idle_instances_are_bounded_across_pools() {
+    fn reusable_instances_are_bounded_across_pools() {
         let budget = Budget::new(2);
         let a = Pool::new(budget.clone());
         let b = Pool::new(budget.clone());
         let now = Instant::now();
-        a.put(1, now).unwrap();
-        b.put(2, now).unwrap();
-        assert_eq!(a.put(3, now), Err(3), "the budget is spent");
-        assert_eq!(b.take(), Some(2));
-        a.put(3, now).unwrap();
+        a.put(1, None, now).unwrap();
+        b.put(2, None, now).unwrap();
+        assert_eq!(a.put(3, None, now), Err(3), "the budget is spent");
+        assert_eq!(taken(&b), Some(2));
+        a.put(3, None, now).unwrap();
         assert_eq!(budget.held(), 2);
         drop(a);
         assert_eq!(budget.held(), 0, "a dropped pool gives its places back");
+    }
+
+    #[test]
+    fn a_taken_instance_holds_its_place_until_it_is_retired() {
+        let budget = Budget::new(1);
+        let pool = Pool::new(budget.clone());
+        let now = Instant::now();
+        pool.put(1, None, now).unwrap();
+        let (one, place) = pool.take().unwrap();
+        assert_eq!(budget.held(), 1, "serving, it keeps its place");
+        assert_eq!(pool.put(2, None, now), Err(2), "so a new one finds none");
+        pool.put(one, Some(place), now).unwrap();
+        assert_eq!(
+            (pool.len(), budget.held()),
+            (1, 1),
+            "back idle, on the same place"
+        );
+        let (_, place) = pool.take().unwrap();
+        drop(place);
+        assert_eq!(budget.held(), 0, "retired, its place is free");
+        pool.put(2, None, now).unwrap();
+        let (two, place) = pool.take().unwrap();
+        assert_eq!(pool.retire(), 0);
+        assert_eq!(pool.put(two, Some(place), now), Err(2));
+        assert_eq!(
+            budget.held(),
+            0,
+            "a retired pool gives back the place it is handed"
+        );
+    }
+
+    #[test]
+    fn a_thread_with_no_idle_instance_takes_another_threads() {
+        let budget = Budget::new(4);
+        let pool = Arc::new(Pool::new(budget.clone()));
+        let now = Instant::now();
+        pool.put(1, None, now).unwrap();
+        let other = pool.clone();
+        let (got, held) = std::thread::spawn(move || (taken(&other), other.len()))
+            .join()
+            .unwrap();
+        assert_eq!((got, held), (Some(1), 0));
+        let other = pool.clone();
+        std::thread::spawn(move || other.put(2, None, now).unwrap())
+            .join()
+            .unwrap();
+        pool.put(3, None, now).unwrap();
+        assert_eq!(taken(&pool), Some(3), "its own first");
+        assert_eq!(taken(&pool), Some(2), "then the other thread's");
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]
@@ -182,11 +304,11 @@ mod tests {
         let budget = Budget::new(4);
         let pool = Pool::new(budget.clone());
         let start = Instant::now();
-        pool.put(1, start).unwrap();
-        pool.put(2, start + IDLE_FOR / 2).unwrap();
+        pool.put(1, None, start).unwrap();
+        pool.put(2, None, start + IDLE_FOR / 2).unwrap();
         assert_eq!(pool.sweep(start + IDLE_FOR / 2), 0);
         assert_eq!(pool.sweep(start + IDLE_FOR), 1);
-        assert_eq!(pool.take(), Some(2), "the newer one stays");
+        assert_eq!(taken(&pool), Some(2), "the newer one stays");
         assert_eq!(budget.held(), 0);
     }
 
@@ -195,12 +317,16 @@ mod tests {
         let budget = Budget::new(4);
         let pool = Pool::new(budget.clone());
         let now = Instant::now();
-        pool.put(1, now).unwrap();
+        pool.put(1, None, now).unwrap();
         assert_eq!(pool.retire(), 1);
-        assert_eq!(pool.put(2, now), Err(2));
+        assert_eq!(pool.put(2, None, now), Err(2));
         assert_eq!((pool.len(), budget.held()), (0, 0));
         pool.revive();
-        pool.put(3, now).unwrap();
-        assert_eq!(pool.take(), Some(3), "a revived pool keeps instances again");
+        pool.put(3, None, now).unwrap();
+        assert_eq!(
+            taken(&pool),
+            Some(3),
+            "a revived pool keeps instances again"
+        );
     }
 }
