@@ -23,12 +23,14 @@
 use crate::db::{Database, Value};
 use crate::registry::Registry;
 use crate::runtime::{InvokeError, Request, Runtime};
+use crossbeam_utils::CachePadded;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 
 /// Entries refilled on start and after a deploy, by default.
 pub const DEFAULT_WARM_TOP: usize = 64;
@@ -36,9 +38,9 @@ pub const DEFAULT_WARM_TOP: usize = 64;
 pub const DEFAULT_WARM_WAIT: Duration = Duration::from_secs(2);
 /// How often counts are added to the table, by default.
 pub const DEFAULT_RECORD_EVERY: Duration = Duration::from_secs(10);
-/// Distinct targets counted between two flushes; past it, new ones are
-/// not counted until the next (a crawler cannot grow the map without
-/// bound).
+/// Distinct targets one worker thread counts between two flushes; past
+/// it, new ones are not counted until the next (a crawler cannot grow the
+/// maps without bound).
 const TRACKED: usize = 4096;
 /// Longest path and query counted.
 const MAX_TARGET_BYTES: usize = 512;
@@ -94,9 +96,8 @@ struct Warmed {
 /// Counts requests and warms the cache from the counts.
 pub struct Warmer {
     settings: WarmSettings,
-    /// Component to target (path and query) to requests since the last
-    /// flush.
-    counts: Mutex<Counts>,
+    /// Requests since the last flush.
+    tally: Tally,
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
     /// The host's view of the database (`cache_warm` is a host table).
@@ -106,10 +107,70 @@ pub struct Warmer {
     warmed: Family<Warmed, Counter>,
 }
 
+/// Maps keyed by what clients ask for, hashed with a seed of this
+/// process's that they never see.
+type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
+/// Component to target (path and query) to requests.
+type ByComponent = Map<String, Map<String, u64>>;
+
 #[derive(Default)]
 struct Counts {
-    by_component: HashMap<String, HashMap<String, u64>>,
+    by_component: ByComponent,
     distinct: usize,
+}
+
+/// Requests counted per worker thread: counting one locks only its own
+/// thread's counts, so the workers of a loaded host never wait on each
+/// other for it (BENCHMARKS.md, "a twelfth run"); `take` adds them up.
+#[derive(Default)]
+struct Tally {
+    threads: ThreadLocal<CachePadded<Mutex<Counts>>>,
+}
+
+impl Tally {
+    /// Counts one request of `target` that `component` answered.
+    fn count(&self, component: &str, target: &str) {
+        let mut counts = self
+            .threads
+            .get_or_default()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Counts {
+            by_component,
+            distinct,
+        } = &mut *counts;
+        if let Some(n) = by_component
+            .get_mut(component)
+            .and_then(|t| t.get_mut(target))
+        {
+            *n += 1;
+            return;
+        }
+        if *distinct >= TRACKED {
+            return;
+        }
+        *distinct += 1;
+        by_component
+            .entry(component.to_string())
+            .or_default()
+            .insert(target.to_string(), 1);
+    }
+
+    /// Every thread's counts added up, and the counting started again.
+    fn take(&self) -> ByComponent {
+        let mut all = ByComponent::default();
+        for thread in self.threads.iter() {
+            let counts = std::mem::take(&mut *thread.lock().unwrap_or_else(|p| p.into_inner()));
+            for (component, targets) in counts.by_component {
+                let into = all.entry(component).or_default();
+                for (target, n) in targets {
+                    *into.entry(target).or_default() += n;
+                }
+            }
+        }
+        all
+    }
 }
 
 impl Warmer {
@@ -131,7 +192,7 @@ impl Warmer {
         );
         Arc::new(Self {
             settings,
-            counts: Mutex::default(),
+            tally: Tally::default(),
             runtime,
             registry,
             db,
@@ -146,26 +207,7 @@ impl Warmer {
         if self.settings.top == 0 || target.len() > MAX_TARGET_BYTES {
             return;
         }
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let Counts {
-            by_component,
-            distinct,
-        } = &mut *counts;
-        if let Some(n) = by_component
-            .get_mut(component)
-            .and_then(|t| t.get_mut(target))
-        {
-            *n += 1;
-            return;
-        }
-        if *distinct >= TRACKED {
-            return;
-        }
-        *distinct += 1;
-        by_component
-            .entry(component.to_string())
-            .or_default()
-            .insert(target.to_string(), 1);
+        self.tally.count(component, target);
     }
 
     /// Starts the background work: the periodic flush of the counts, the
@@ -228,10 +270,10 @@ impl Warmer {
     /// flush writes any more). Counts that could not be added are dropped:
     /// they are a hint, and the next interval counts again.
     pub async fn flush(&self) {
-        let taken = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        let taken = self.tally.take();
         let bucket = crate::now_ms() / BUCKET_MS;
         let mut rows: Vec<(String, String, u64)> = Vec::new();
-        for (component, targets) in taken.by_component {
+        for (component, targets) in taken {
             let mut targets: Vec<(String, u64)> = targets.into_iter().collect();
             targets.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             targets.truncate(self.settings.top.saturating_mul(4).max(64));
@@ -375,5 +417,48 @@ async fn flush_every(warmer: Weak<Warmer>, every: Duration) {
             return;
         };
         warmer.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_adds_up_what_every_thread_counted() {
+        let tally = Arc::new(Tally::default());
+        tally.count("listings", "/agents");
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let tally = tally.clone();
+                std::thread::spawn(move || {
+                    tally.count("listings", "/agents");
+                    tally.count("templates", "/templates");
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let all = tally.take();
+        assert_eq!(all["listings"]["/agents"], 4);
+        assert_eq!(all["templates"]["/templates"], 3);
+        assert_eq!(all.len(), 2);
+        assert!(tally.take().is_empty(), "taken, the counting starts again");
+    }
+
+    #[test]
+    fn a_thread_counts_at_most_tracked_distinct_targets() {
+        let tally = Tally::default();
+        for i in 0..TRACKED + 10 {
+            tally.count("listings", &format!("/agents?page={i}"));
+        }
+        tally.count("listings", "/agents?page=0");
+        let all = tally.take();
+        assert_eq!(all["listings"].len(), TRACKED);
+        assert_eq!(
+            all["listings"]["/agents?page=0"], 2,
+            "known ones still count"
+        );
     }
 }
