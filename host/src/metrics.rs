@@ -4,10 +4,12 @@
 //! (`relay`), and the requests each component version served
 //! (`RequestMetrics`).
 
+mod per_thread;
+
+use per_thread::{Counter, Histogram};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,7 +56,7 @@ struct Answered {
 }
 
 /// Requests answered per component version, by status class, and their
-/// latency. Versions are few (the registry keeps six per component), so
+/// latency, counted per worker thread (`per_thread`). Versions are few (the registry keeps six per component), so
 /// the label sets are bounded.
 pub struct RequestMetrics {
     /// Which `RequestMetrics` this is, so that a `VersionSlot` filled by
