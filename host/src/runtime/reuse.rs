@@ -112,7 +112,11 @@ impl<T: Send> Pool<T> {
     /// thread's; with its place in the budget.
     pub(crate) fn take(&self) -> Option<(T, Place<'_>)> {
         let own = self.own();
-        let taken = lock(own).pop().or_else(|| {
+        // Its own shard's lock is let go before another's is taken: two
+        // threads looking in each other's shards must not wait on each
+        // other.
+        let mine = lock(own).pop();
+        let taken = mine.or_else(|| {
             self.shards
                 .iter()
                 .filter(|shard| !std::ptr::eq(*shard, own))
@@ -297,6 +301,32 @@ mod tests {
         assert_eq!(taken(&pool), Some(3), "its own first");
         assert_eq!(taken(&pool), Some(2), "then the other thread's");
         assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn threads_taking_from_each_others_shards_never_wait_on_each_other() {
+        // One instance passed between threads: each often finds its own
+        // shard empty and looks in the others' while they look in its.
+        let pool = Arc::new(Pool::new(Budget::new(1)));
+        pool.put(0u64, None, Instant::now()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let (pool, done) = (pool.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    if let Some((n, place)) = pool.take() {
+                        pool.put(n + 1, Some(place), Instant::now()).unwrap();
+                    }
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..3 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a thread is stuck taking an instance");
+        }
+        assert_eq!(pool.len(), 1);
     }
 
     #[test]
